@@ -1,0 +1,9 @@
+"""Tier-1 classifiers: a batch of texts -> calibrated probabilities per policy category.
+
+One interface (`Classifier`), several backends chosen in settings. Nothing here knows
+about Kafka; `streams` calls in, never the other way.
+"""
+
+from classifiers.base import Classification, Classifier, build_classifier
+
+__all__ = ["Classification", "Classifier", "build_classifier"]

@@ -1,0 +1,67 @@
+"""The CPU backend: a linear model over n-grams, in process.
+
+By default it is the model packaged with `alt-profanity-check` (a linear SVM on
+TF-IDF features, calibrated, trained on public toxicity data), which scores offensive
+language and maps onto one policy category. `modpipe train` writes a model directory
+that this backend loads instead (see classifiers/training.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+
+from classifiers.base import Classification
+from modpipe.cost import estimate_tokens
+from modpipe.errors import ClassifierError, ConfigError
+
+PACKAGED_MODEL = "alt-profanity-check"
+
+
+class CpuClassifier:
+    """Any scikit-learn estimator with `predict_proba` over raw texts."""
+
+    kind: Literal["cpu", "gpu"] = "cpu"
+
+    def __init__(self, estimator: Any, category: str, model: str) -> None:
+        self._estimator = estimator
+        self._category = category
+        self.model = model
+
+    @classmethod
+    def load(cls, model_dir: Path | None, category: str) -> CpuClassifier:
+        """The model in `model_dir` (from `modpipe train`), else the packaged one."""
+        if model_dir is None:
+            from profanity_check import profanity_check as packaged
+            from sklearn.pipeline import make_pipeline
+
+            estimator = make_pipeline(packaged.vectorizer, packaged.model)
+            return cls(estimator, category, PACKAGED_MODEL)
+        try:
+            meta = json.loads((model_dir / "meta.json").read_text())
+            estimator = joblib.load(model_dir / "model.joblib")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"classifier.model_path {model_dir}: cannot load model: {exc}"
+            ) from exc
+        return cls(estimator, meta.get("category", category), meta["name"])
+
+    def predict(self, texts: Sequence[str]) -> list[float]:
+        """P(violating) per text, synchronously."""
+        return [float(p) for p in self._estimator.predict_proba(list(texts))[:, 1]]
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
+        # A worker thread keeps the event loop (Kafka heartbeats, fetches) responsive.
+        probs = await asyncio.to_thread(self.predict, texts)
+        return [
+            Classification({self._category: p}, estimate_tokens(t))
+            for p, t in zip(probs, texts, strict=True)
+        ]
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,235 @@
+"""`modpipe demo`: the whole pipeline on generated posts, then a report per tier.
+
+It brings the local stack up if needed, runs the triage worker (and the escalation
+worker, when present) in this process, publishes a mix of benign, violating,
+borderline, repeated and malformed posts, and waits until every post is accounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from modpipe.kafka import ensure_pipeline_topics, topic_partitions
+from modpipe.produce import publish
+from modpipe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BENIGN = [
+    "What a lovely morning at the beach with the kids",
+    "Does anyone know a good recipe for banana bread?",
+    "Congrats to the team on the launch, well deserved",
+    "The library extends its opening hours from Monday",
+    "Just finished a 10k run, legs are tired but happy",
+    "Looking for recommendations for a quiet cafe downtown",
+    "Our garden tomatoes finally turned red this week",
+    "Thanks everyone for the birthday wishes",
+    "The new bus line makes my commute twenty minutes shorter",
+    "Anyone watching the chess final tonight?",
+]
+VIOLATING = [
+    "you are a fucking idiot",
+    "shut up you stupid bitch",
+    "fuck off and die you worthless piece of shit",
+    "what a dumb motherfucker",
+    "you suck, go to hell",
+]
+BORDERLINE = [
+    "kill the lights when you leave",
+    "your opinion is garbage",
+    "screw you",
+    "this movie was damn good",
+    "I hate mondays",
+]
+MALFORMED = [
+    b"this is not json {run}",
+    b'["a", "list", "{run}"]',
+    b'{{"text": "no post id {run}"}}',
+    b'{{"post_id": 42, "text": "numeric id {run}"}}',
+    b'{{"post_id": "{run}-long-' + b"x" * 300 + b'", "text": "id too long"}}',
+]
+
+
+def generate_posts(n: int, run: str, rng: random.Random) -> tuple[list[bytes], set[str]]:
+    """`n` values (about 1% malformed, 10% exact repeats of earlier texts) and the ids of the
+    well-formed ones."""
+    values: list[bytes] = []
+    ids: set[str] = set()
+    texts: list[str] = []
+    for i in range(n):
+        roll = rng.random()
+        if roll < 0.01:
+            values.append(
+                rng.choice(MALFORMED)
+                .replace(b"{run}", run.encode())
+                .replace(b"{{", b"{")
+                .replace(b"}}", b"}")
+            )
+            continue
+        if roll < 0.11 and texts:
+            text = rng.choice(texts)
+        else:
+            pool = BENIGN if roll < 0.70 else VIOLATING if roll < 0.88 else BORDERLINE
+            text = f"{rng.choice(pool)} #{rng.randrange(10_000)}"
+            texts.append(text)
+        post_id = f"{run}-{i}"
+        ids.add(post_id)
+        values.append(json.dumps({"post_id": post_id, "text": text, "surface": "demo"}).encode())
+    return values, ids
+
+
+@dataclass
+class Outcomes:
+    """What the pipeline published about one run's posts, by post_id."""
+
+    verdicts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    escalations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    review: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def missing(self, ids: set[str], final_only: bool) -> set[str]:
+        """Ids with no final verdict (or, unless `final_only`, no escalation either)."""
+        done = set(self.verdicts) if final_only else set(self.verdicts) | set(self.escalations)
+        return ids - done
+
+
+class Collector:
+    """Reads verdicts, escalations, review items and dead letters from the end of each topic."""
+
+    def __init__(self, settings: Settings, marker: str) -> None:
+        t = settings.topics
+        self._topics = {
+            t.verdicts: "verdict",
+            t.escalations: "escalation",
+            t.review: "review",
+            t.dlq: "dlq",
+        }
+        self._marker = marker
+        self._bootstrap = settings.kafka.bootstrap
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False, group_id=None
+        )
+        self.outcomes = Outcomes()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Pin every partition at its current end, then consume in the background."""
+        parts = await topic_partitions(self._bootstrap, self._topics)
+        await self._consumer.start()
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:  # resolve positions now, before anything is published
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._consume())
+
+    async def _consume(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, messages in batches.items():
+                for m in messages:
+                    self._add(self._topics[tp.topic], m.value)
+
+    def _add(self, kind: str, raw: bytes) -> None:
+        value = json.loads(raw)
+        if kind == "dlq":
+            if self._marker.encode() in base64.b64decode(value["value_b64"]):
+                self.outcomes.dead_letters.append(value)
+            return
+        post_id = value["post_id"] if kind == "verdict" else value["post"]["post_id"]
+        if not post_id.startswith(self._marker):
+            return
+        if kind == "verdict":
+            self.outcomes.verdicts.setdefault(post_id, []).append(value)
+        elif kind == "escalation":
+            self.outcomes.escalations[post_id] = value
+        else:
+            self.outcomes.review[post_id] = value
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+
+def report(outcomes: Outcomes, ids: set[str], malformed: int, final_only: bool) -> str:
+    """A short text report of one run."""
+    finals = [v[-1] for v in outcomes.verdicts.values()]
+    by_tier = Counter((v["tier"], v["action"]) for v in finals)
+    latencies = sorted(v["latency_ms"] for v in finals)
+    escalated = len(outcomes.escalations)
+    lines = [
+        f"posts published      {len(ids) + malformed} "
+        f"({len(ids)} well-formed, {malformed} malformed)",
+        f"escalation rate      {escalated / max(1, len(ids)):.1%} ({escalated} to tier 2)",
+        "verdicts by tier and action:",
+        *(f"  {tier:<9} {action:<6} {n}" for (tier, action), n in sorted(by_tier.items())),
+        f"review items         {len(outcomes.review)}",
+        f"dead letters         {len(outcomes.dead_letters)}",
+        f"duplicate verdicts   {sum(len(v) - 1 for v in outcomes.verdicts.values())}",
+    ]
+    if latencies:
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        lines.append(f"latency ms           p50 {statistics.median(latencies):.0f}  p99 {p99:.0f}")
+    missing = outcomes.missing(ids, final_only)
+    lines.append(
+        f"missing              {len(missing) + max(0, malformed - len(outcomes.dead_letters))}"
+    )
+    return "\n".join(lines)
+
+
+Runner = Callable[[Settings], Awaitable[Any]]
+
+
+async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180.0) -> int:
+    """Run the pipeline end to end on `posts` generated posts; 0 only if none is missing."""
+    from classifiers import build_classifier
+    from modpipe.metrics import Metrics
+    from modpipe.stack import stack_up
+    from streams.app import TriageWorker
+
+    await asyncio.to_thread(stack_up, settings)
+    await ensure_pipeline_topics(settings)
+    run = f"demo-{uuid.uuid4().hex[:8]}"
+    values, ids = generate_posts(posts, run, random.Random(7))
+    malformed = len(values) - len(ids)
+    collector = Collector(settings, run)
+    await collector.start()
+    classifier = build_classifier(settings)
+    worker = TriageWorker(settings, classifier, Metrics())
+    worker_task = asyncio.create_task(worker.run())
+    started = time.monotonic()
+    try:
+        await publish(settings.kafka.bootstrap, settings.topics.posts, values)
+        print(f"published {len(values)} posts as {run}; waiting for the pipeline")
+        while time.monotonic() - started < timeout_s and not worker_task.done():
+            out = collector.outcomes
+            if not out.missing(ids, final_only=False) and len(out.dead_letters) >= malformed:
+                break
+            await asyncio.sleep(0.25)
+        elapsed = time.monotonic() - started
+    finally:
+        worker.stop()
+        (worker_outcome,) = await asyncio.gather(worker_task, return_exceptions=True)
+        if isinstance(worker_outcome, BaseException):
+            log.error("triage worker failed", exc_info=worker_outcome)
+        await collector.stop()
+        await classifier.aclose()
+    out = collector.outcomes
+    print(report(out, ids, malformed, final_only=False))
+    print(f"elapsed              {elapsed:.1f}s")
+    missing = len(out.missing(ids, final_only=False)) + max(0, malformed - len(out.dead_letters))
+    return 0 if missing == 0 else 1

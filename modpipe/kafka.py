@@ -1,0 +1,77 @@
+"""Kafka helpers shared by both workers, the demo, the benchmark and the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from modpipe.errors import StackError
+from modpipe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def kafka_ready(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Return once a metadata request succeeds (an open port is not readiness)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+    raise StackError(
+        f"Kafka at {bootstrap} did not answer a metadata request in {timeout_s}s: {last}"
+    )
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    """Create the missing topics among `names` with `partitions` partitions each."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if not missing:
+            return
+        try:
+            await admin.create_topics(
+                [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+            )
+            log.info("created topics %s partitions=%d", missing, partitions)
+        except TopicAlreadyExistsError:
+            pass  # another worker created them first
+    finally:
+        await admin.close()
+
+
+async def ensure_pipeline_topics(settings: Settings) -> None:
+    """Create every modpipe topic that is missing."""
+    t = settings.topics
+    names = (t.posts, t.verdicts, t.escalations, t.review, t.dlq)
+    await ensure_topics(settings.kafka.bootstrap, names, settings.kafka.partitions)
+
+
+async def topic_partitions(bootstrap: str, names: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the topics in `names`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    ]

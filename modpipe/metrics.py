@@ -1,0 +1,80 @@
+"""Every Prometheus metric modpipe exports, declared in one place.
+
+Each worker builds its own `Metrics` on a registry (so tests can build fresh ones) and
+serves it on 127.0.0.1 by default. Labels are bounded: tiers, actions, outcomes, stages,
+statuses, DLQ reasons, partitions; never post ids or texts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class Metrics:
+    """The modpipe_* metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.posts = Counter(
+            "modpipe_posts",
+            "Posts consumed, by outcome "
+            "(verdict, escalated, dlq; for the escalator: verdict, review, dlq).",
+            ["worker", "outcome"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "modpipe_decisions",
+            "Final verdicts published, by tier and action.",
+            ["tier", "action"],
+            registry=r,
+        )
+        self.tokens = Counter("modpipe_tokens", "Tokens processed, by tier.", ["tier"], registry=r)
+        self.cost = Counter("modpipe_cost_usd", "Dollars spent, by tier.", ["tier"], registry=r)
+        self.stage_seconds = Histogram(
+            "modpipe_stage_seconds",
+            "Latency of a stage: classify (per batch), "
+            "escalate (per post), end_to_end (Kafka timestamp to verdict).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "modpipe_batch_size", "Posts per triage batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.cache = Counter(
+            "modpipe_cache_requests",
+            "Verdict cache look-ups, by result (hit, miss, error).",
+            ["result"],
+            registry=r,
+        )
+        self.provider_requests = Counter(
+            "modpipe_provider_requests",
+            "Calls to a model endpoint, by provider and status "
+            "(ok, 429, 5xx, timeout, connection, invalid_output, circuit_open, budget).",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "modpipe_budget_remaining_usd", "Dollars left in today's frontier budget.", registry=r
+        )
+        self.dlq = Counter(
+            "modpipe_dlq", "Records sent to the DLQ, by reason.", ["reason"], registry=r
+        )
+        self.review = Counter(
+            "modpipe_review_items", "Items sent to human review, by reason.", ["reason"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "modpipe_consumer_lag",
+            "Messages between the committed offset and the end, per topic and partition.",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics on host:port; port 0 disables it."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,75 @@
+"""`modpipe produce`: publish posts from JSON Lines, one value per line, keyed by post_id.
+
+Lines are sent as they are, malformed ones included: validating posts is the triage
+worker's job, and its DLQ is where a platform sees what it sent wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from aiokafka import AIOKafkaProducer
+
+from modpipe.kafka import ensure_pipeline_topics
+from modpipe.settings import Settings
+
+
+def key_of(line: bytes) -> bytes | None:
+    """The post_id of a JSON object line, else None (the partitioner then spreads it)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    post_id = value.get("post_id") if isinstance(value, dict) else None
+    return post_id.encode() if isinstance(post_id, str) else None
+
+
+def read_lines(source: IO[bytes]) -> Iterator[bytes]:
+    """Non-empty lines without their line ends."""
+    for line in source:
+        stripped = line.rstrip(b"\r\n")
+        if stripped:
+            yield stripped
+
+
+async def publish(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
+    """Publish `values` to `topic` keyed by post_id; returns how many the broker acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=10, acks="all", max_request_size=4 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        count = 0
+        batch = []
+        for value in values:
+            batch.append(await producer.send(topic, value, key=key_of(value)))
+            count += 1
+            if len(batch) >= 5000:
+                for fut in batch:
+                    await fut
+                batch.clear()
+        for fut in batch:
+            await fut
+        return count
+    finally:
+        await producer.stop()
+
+
+async def run_produce(settings: Settings, path: str) -> int:
+    """Publish the JSONL file at `path` (`-` = stdin) to the posts topic."""
+    await ensure_pipeline_topics(settings)
+    if path == "-":
+        count = await publish(
+            settings.kafka.bootstrap, settings.topics.posts, read_lines(sys.stdin.buffer)
+        )
+    else:
+        with Path(path).open("rb") as source:
+            count = await publish(
+                settings.kafka.bootstrap, settings.topics.posts, read_lines(source)
+            )
+    print(f"published {count} posts to {settings.topics.posts}")
+    return 0

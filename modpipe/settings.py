@@ -1,0 +1,240 @@
+"""Settings: one validated object, built once at start and passed down.
+
+Values come from a YAML file (`configs/default.yaml` unless `--config` names another),
+overridden by environment variables with the prefix `MODPIPE_` and `__` between nesting
+levels (`MODPIPE_KAFKA__BOOTSTRAP=127.0.0.1:9092`). Unknown keys are errors, so a
+misspelled option fails at start instead of being silently ignored. The only secret,
+`OPENAI_API_KEY`, is read from the environment alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modpipe.errors import ConfigError
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    bootstrap: str = "127.0.0.1:9092"
+    partitions: int = Field(4, ge=1)
+    max_message_bytes: int = Field(65536, ge=256)
+
+
+class TopicSettings(Section):
+    posts: str = "posts"
+    verdicts: str = "moderation.verdicts"
+    escalations: str = "moderation.escalations"
+    review: str = "moderation.review"
+    dlq: str = "moderation.dlq"
+
+
+class TriageSettings(Section):
+    batch_max: int = Field(256, ge=1)
+    batch_within_s: float = Field(0.05, gt=0)
+    audit_rate: float = Field(0.001, ge=0, le=1)
+    on_classifier_failure: Literal["escalate", "review"] = "escalate"
+
+
+class Band(Section):
+    allow_below: float = Field(ge=0, le=1)
+    block_above: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.allow_below > self.block_above:
+            raise ValueError("allow_below must not exceed block_above")
+        return self
+
+
+class RoutingSettings(Section):
+    allow_below: float = Field(0.35, ge=0, le=1)
+    block_above: float = Field(0.92, ge=0, le=1)
+    per_category: dict[str, Band] = {}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RoutingSettings:
+        Band(allow_below=self.allow_below, block_above=self.block_above)
+        return self
+
+    def band(self, category: str) -> Band:
+        """The band for one category: its override, else the default."""
+        return self.per_category.get(category) or Band(
+            allow_below=self.allow_below, block_above=self.block_above
+        )
+
+
+class ClassifierSettings(Section):
+    backend: Literal["cpu", "vllm-guard", "vllm-classify"] = "cpu"
+    model_path: Path | None = None
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "meta-llama/Llama-Guard-3-8B"
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    max_in_flight: int = Field(4, ge=1)
+
+
+class EscalationSettings(Section):
+    group_id: str = "modpipe-escalator"
+    provider: Literal["auto", "chat", "moderation", "none"] = "auto"
+    base_url: str | None = None
+    model: str = "gpt-4.1-mini"
+    moderation_model: str = "omni-moderation-latest"
+    moderation_block_above: float = Field(0.5, ge=0, le=1)
+    timeout_s: float = Field(20.0, gt=0)
+    deadline_s: float = Field(60.0, gt=0)
+    max_in_flight: int = Field(64, ge=1)
+    daily_budget_usd: float = Field(500.0, ge=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(30.0, gt=0)
+
+
+class RedisSettings(Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "modpipe"
+    cache_ttl_s: int = Field(604800, ge=1)
+    lock_ttl_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(0.5, gt=0)
+
+
+class FrontierPrice(Section):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class SmallPrice(Section):
+    gpu_usd_per_hour: float = Field(2.5, ge=0)
+    tokens_per_second: float = Field(20000, gt=0)
+    monthly_usd: float | None = Field(None, ge=0)
+
+
+class CpuPrice(Section):
+    core_usd_per_hour: float = Field(0.04, ge=0)
+    posts_per_core_second: float = Field(2000, gt=0)
+
+
+class PriceSettings(Section):
+    frontier: dict[str, FrontierPrice] = {}
+    small: SmallPrice = SmallPrice()
+    cpu: CpuPrice = CpuPrice()
+
+
+class MetricsSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class StackSettings(Section):
+    home: Path = Path("~/.cache/modpipe").expanduser()
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "512m"
+    redis_port: int = 6379
+
+
+class Policy(Section):
+    """The taxonomy all tiers map onto, loaded from `policy_file`."""
+
+    version: str
+    categories: dict[str, str]
+    cpu_category: str
+    openai_moderation: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _known_categories(self) -> Policy:
+        named = {self.cpu_category, *self.openai_moderation.values()}
+        unknown = named - set(self.categories)
+        if unknown:
+            raise ValueError(f"mapped to unknown categories: {sorted(unknown)}")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything modpipe reads at start; see configs/default.yaml for the meaning of each."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODPIPE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    app_id: str = "modpipe-triage"
+    policy_file: Path = Path("policy.yaml")
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    triage: TriageSettings = TriageSettings()
+    routing: RoutingSettings = RoutingSettings()
+    classifier: ClassifierSettings = ClassifierSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    redis: RedisSettings = RedisSettings()
+    prices: PriceSettings = PriceSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    stack: StackSettings = StackSettings()
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY"), exclude=True
+    )
+    policy: Policy
+
+    @classmethod
+    def settings_customise_sources(  # type: ignore[override]
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: Any,
+        env_settings: Any,
+        **_: Any,
+    ) -> tuple[Any, ...]:
+        # The environment wins over the file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+    @property
+    def provider(self) -> Literal["chat", "moderation", "none"]:
+        """The escalation provider in effect (`auto` resolved)."""
+        if self.escalation.provider != "auto":
+            return self.escalation.provider
+        has_endpoint = self.openai_api_key is not None or self.escalation.base_url is not None
+        return "chat" if has_endpoint else "none"
+
+
+def load_settings(path: Path = DEFAULT_CONFIG, **overrides: Any) -> Settings:
+    """Read, merge and validate settings; any problem is a ConfigError naming the setting."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at top level")
+    data.update(overrides)
+    policy_path = Path(data.get("policy_file", "policy.yaml"))
+    if not policy_path.is_absolute():
+        policy_path = path.parent / policy_path
+    try:
+        data["policy"] = yaml.safe_load(policy_path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read policy {policy_path}: {exc}") from exc
+    data["policy_file"] = policy_path
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings ({path}): {problems}") from exc
+    unknown = set(settings.routing.per_category) - set(settings.policy.categories)
+    if unknown:
+        raise ConfigError(f"routing.per_category names unknown categories: {sorted(unknown)}")
+    return settings

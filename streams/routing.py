@@ -1,0 +1,37 @@
+"""Routing bands: calibrated scores -> allow, block or escalate, per category."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from modpipe.settings import RoutingSettings
+from streams.records import Scores
+
+Route = Literal["allow", "block", "escalate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a post goes and which categories put it there."""
+
+    route: Route
+    categories: list[str]
+
+
+def route(scores: Scores, bands: RoutingSettings) -> Decision:
+    """Block if any category is at or above its block line; escalate if any is in its band;
+    else allow. `categories` names the blocked ones, or the borderline ones."""
+    blocked: list[str] = []
+    borderline: list[str] = []
+    for category, p in scores.items():
+        band = bands.band(category)
+        if p >= band.block_above:
+            blocked.append(category)
+        elif p >= band.allow_below:
+            borderline.append(category)
+    if blocked:
+        return Decision("block", sorted(blocked))
+    if borderline:
+        return Decision("escalate", sorted(borderline))
+    return Decision("allow", [])

@@ -1,0 +1,226 @@
+"""Triage of one batch: validate, classify once, route, and build every record the batch owes.
+
+The Faust agent (streams/app.py) only orchestrates: it hands a batch of raw messages here
+and publishes what comes back. Keeping this free of Faust makes it testable with plain
+values and reusable by the benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from classifiers import Classification, Classifier
+from modpipe.cost import CostModel
+from modpipe.errors import ClassifierError, InvalidRecord
+from modpipe.metrics import Metrics
+from modpipe.settings import Settings
+from streams.records import (
+    DeadLetter,
+    Escalation,
+    Post,
+    ReviewItem,
+    Verdict,
+    encode,
+    parse_post,
+)
+from streams.routing import route
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed Kafka message."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to publish: topic, key, value bytes."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """The records a batch owes, and how many posts went each way."""
+
+    records: list[Outgoing] = field(default_factory=list)
+    verdicts: int = 0
+    escalated: int = 0
+    review: int = 0
+    dlq: int = 0
+
+
+class Triage:
+    """Tier 1: a batch of raw posts -> verdicts, escalations, review items, dead letters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self._classifier = classifier
+        self._metrics = metrics
+        self._cost = CostModel(settings.prices)
+        self._rng = rng or random.Random()
+
+    async def process(self, batch: Sequence[Incoming]) -> BatchResult:
+        """Everything `batch` owes downstream; never raises for a bad post."""
+        result = BatchResult()
+        posts: list[tuple[Incoming, Post]] = []
+        for msg in batch:
+            try:
+                posts.append((msg, parse_post(msg.value, self._settings.kafka.max_message_bytes)))
+            except InvalidRecord as exc:
+                self._dead_letter(result, msg, exc)
+        if posts:
+            self._metrics.batch_size.observe(len(posts))
+            started = time.perf_counter()
+            scored = await self._classify([post.text for _, post in posts])
+            self._metrics.stage_seconds.labels("classify").observe(time.perf_counter() - started)
+            for (msg, post), outcome in zip(posts, scored, strict=True):
+                if isinstance(outcome, ClassifierError):
+                    self._classifier_failed(result, msg, post, outcome)
+                else:
+                    self._decide(result, msg, post, outcome)
+        return result
+
+    async def _classify(self, texts: list[str]) -> list[Classification | ClassifierError]:
+        try:
+            return await self._classifier.classify(texts)
+        except ClassifierError as exc:
+            log.warning("classifier failed for a batch of %d: %s", len(texts), exc)
+            return [exc] * len(texts)
+
+    def _decide(self, result: BatchResult, msg: Incoming, post: Post, c: Classification) -> None:
+        decision = route(c.scores, self._settings.routing)
+        tier_cost = (
+            self._cost.cpu_usd(1)
+            if self._classifier.kind == "cpu"
+            else self._cost.small_usd(c.tokens)
+        )
+        self._metrics.tokens.labels("small").inc(c.tokens)
+        self._metrics.cost.labels("small").inc(tier_cost)
+        key = post.post_id.encode()
+        if decision.route == "escalate":
+            escalation = Escalation(
+                post=post.wire(),
+                scores=c.scores,
+                model=self._classifier.model,
+                policy_version=self._settings.policy.version,
+            )
+            result.records.append(Outgoing(self._topics.escalations, key, encode(escalation)))
+            result.escalated += 1
+            self._metrics.posts.labels("triage", "escalated").inc()
+            return
+        verdict = self._verdict(msg, post, decision.route, decision.categories, c.scores, tier_cost)
+        result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
+        result.verdicts += 1
+        self._metrics.posts.labels("triage", "verdict").inc()
+        self._metrics.decisions.labels("small", verdict.action).inc()
+        if self._rng.random() < self._settings.triage.audit_rate:
+            self._review(result, post, c.scores, "audit", "random audit sample", verdict)
+
+    def _classifier_failed(
+        self, result: BatchResult, msg: Incoming, post: Post, exc: ClassifierError
+    ) -> None:
+        # Never publish a guess: the post goes on to a tier that can decide it.
+        key = post.post_id.encode()
+        if self._settings.triage.on_classifier_failure == "escalate":
+            escalation = Escalation(
+                post=post.wire(),
+                scores={},
+                model=self._classifier.model,
+                policy_version=self._settings.policy.version,
+                reason="classifier_failed",
+            )
+            result.records.append(Outgoing(self._topics.escalations, key, encode(escalation)))
+            result.escalated += 1
+            self._metrics.posts.labels("triage", "escalated").inc()
+            return
+        verdict = self._verdict(msg, post, "review", [], {}, 0.0, tier="fallback")
+        result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
+        self._review(result, post, {}, "classifier_failed", str(exc), None)
+        result.verdicts += 1
+        self._metrics.posts.labels("triage", "verdict").inc()
+        self._metrics.decisions.labels("fallback", "review").inc()
+
+    def _verdict(
+        self,
+        msg: Incoming,
+        post: Post,
+        action: str,
+        categories: list[str],
+        scores: dict[str, float],
+        cost_usd: float,
+        tier: str = "small",
+    ) -> Verdict:
+        latency_s = max(0.0, time.time() - msg.timestamp_s)
+        self._metrics.stage_seconds.labels("end_to_end").observe(latency_s)
+        return Verdict(
+            post_id=post.post_id,
+            action=action,
+            categories=categories,  # type: ignore[arg-type]
+            scores=scores,
+            tier=tier,
+            model=self._classifier.model,  # type: ignore[arg-type]
+            policy_version=self._settings.policy.version,
+            latency_ms=round(latency_s * 1000, 3),
+            cost_usd=cost_usd,
+        )
+
+    def _review(
+        self,
+        result: BatchResult,
+        post: Post,
+        scores: dict[str, float],
+        reason: str,
+        detail: str,
+        proposed: Verdict | None,
+    ) -> None:
+        item = ReviewItem(
+            post=post.wire(),
+            scores=scores,
+            model=self._classifier.model,
+            policy_version=self._settings.policy.version,
+            reason=reason,  # type: ignore[arg-type]
+            detail=detail,
+            proposed=proposed,
+        )
+        result.records.append(Outgoing(self._topics.review, post.post_id.encode(), encode(item)))
+        result.review += 1
+        self._metrics.review.labels(reason).inc()
+
+    def _dead_letter(self, result: BatchResult, msg: Incoming, exc: InvalidRecord) -> None:
+        log.warning(
+            "dead letter topic=%s partition=%d offset=%d: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            exc,
+        )
+        letter = DeadLetter.of(msg.value, msg.key, msg.topic, msg.partition, msg.offset, exc)
+        key = (
+            msg.key if msg.key is not None else f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
+        )
+        result.records.append(Outgoing(self._topics.dlq, key, encode(letter)))
+        result.dlq += 1
+        self._metrics.posts.labels("triage", "dlq").inc()
+        self._metrics.dlq.labels(exc.reason).inc()
