@@ -37,6 +37,7 @@ class KafkaSettings(Section):
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1)
     max_message_bytes: int = Field(65536, ge=256)
+    session_timeout_s: float = Field(10.0, ge=6)
 
 
 class TopicSettings(Section):
@@ -210,7 +211,18 @@ class Settings(BaseSettings):
         return "chat" if has_endpoint else "none"
 
 
-def load_settings(path: Path = DEFAULT_CONFIG, **overrides: Any) -> Settings:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> Settings:
     """Read, merge and validate settings; any problem is a ConfigError naming the setting."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -218,7 +230,7 @@ def load_settings(path: Path = DEFAULT_CONFIG, **overrides: Any) -> Settings:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at top level")
-    data.update(overrides)
+    data = deep_merge(data, overrides or {})
     policy_path = Path(data.get("policy_file", "policy.yaml"))
     if not policy_path.is_absolute():
         policy_path = path.parent / policy_path

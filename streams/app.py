@@ -46,6 +46,7 @@ def build_app(settings: Settings, datadir: Path) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.kafka.session_timeout_s,
         # The agent parks a finished batch during shutdown, so waiting for an empty
         # stream buffer would never end; unprocessed events are simply not acked.
         stream_wait_empty=False,

@@ -1,0 +1,49 @@
+"""Shared fixtures: settings with unique topics, groups and Redis prefixes per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modpipe.settings import Settings, deep_merge, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "default.yaml"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings() -> MakeSettings:
+    """Settings whose topics, groups and Redis prefix are unique to one test."""
+
+    def make(**overrides: Any) -> Settings:
+        tag = uuid.uuid4().hex[:10]
+        unique = {
+            "app_id": f"test-triage-{tag}",
+            "kafka": {"partitions": 2},
+            "topics": {
+                "posts": f"t-{tag}-posts",
+                "verdicts": f"t-{tag}-verdicts",
+                "escalations": f"t-{tag}-escalations",
+                "review": f"t-{tag}-review",
+                "dlq": f"t-{tag}-dlq",
+            },
+            "escalation": {"group_id": f"test-escalator-{tag}"},
+            "redis": {"key_prefix": f"test-{tag}"},
+            "metrics": {"port": 0},
+            "triage": {"audit_rate": 0.0},
+        }
+        return load_settings(CONFIG, deep_merge(unique, overrides))
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    return make_settings()
