@@ -49,6 +49,26 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
         await classifier.aclose()
 
 
+async def _escalator(settings: Settings, args: argparse.Namespace) -> int:
+    from escalation.frontier import build_frontier
+    from escalation.worker import EscalationWorker
+    from modpipe.kafka import ensure_pipeline_topics
+    from modpipe.metrics import Metrics
+
+    await ensure_pipeline_topics(settings)
+    metrics = Metrics()
+    if settings.metrics.port:
+        metrics.serve(settings.metrics.host, settings.metrics.port + 1)
+    frontier = build_frontier(settings, metrics)
+    try:
+        worker = EscalationWorker(settings, frontier, metrics)
+        _on_signals(worker.stop)
+        return await worker.run(max_posts=args.max_posts, idle_exit=args.idle_exit)
+    finally:
+        if frontier is not None:
+            await frontier.aclose()
+
+
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from modpipe.stack import stack_down, stack_status, stack_up
 
@@ -67,6 +87,10 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return _run(_worker(settings, args))
+
+
+def cmd_escalator(settings: Settings, args: argparse.Namespace) -> int:
+    return _run(_escalator(settings, args))
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -113,6 +137,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("worker", help="the triage stream processor")
     _bounded(s)
     s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("escalator", help="the escalation worker (frontier tier)")
+    _bounded(s)
+    s.set_defaults(func=cmd_escalator)
 
     s = sub.add_parser("produce", help="publish posts from JSONL (- = stdin)")
     s.add_argument("file")

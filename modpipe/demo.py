@@ -119,6 +119,7 @@ class Collector:
         }
         self._marker = marker
         self._bootstrap = settings.kafka.bootstrap
+        self._settings = settings
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False, group_id=None
         )
@@ -127,6 +128,7 @@ class Collector:
 
     async def start(self) -> None:
         """Pin every partition at its current end, then consume in the background."""
+        await ensure_pipeline_topics(self._settings)
         parts = await topic_partitions(self._bootstrap, self._topics)
         await self._consumer.start()
         self._consumer.assign(parts)
@@ -143,13 +145,16 @@ class Collector:
                     self._add(self._topics[tp.topic], m.value)
 
     def _add(self, kind: str, raw: bytes) -> None:
-        value = json.loads(raw)
+        try:
+            value = json.loads(raw)
+            post_id = value.get("post_id") or value.get("post", {}).get("post_id", "")
+        except (ValueError, AttributeError):
+            return  # not ours to judge: whatever was written there by others
         if kind == "dlq":
             if self._marker.encode() in base64.b64decode(value["value_b64"]):
                 self.outcomes.dead_letters.append(value)
             return
-        post_id = value["post_id"] if kind == "verdict" else value["post"]["post_id"]
-        if not post_id.startswith(self._marker):
+        if not isinstance(post_id, str) or not post_id.startswith(self._marker):
             return
         if kind == "verdict":
             self.outcomes.verdicts.setdefault(post_id, []).append(value)
@@ -157,6 +162,13 @@ class Collector:
             self.outcomes.escalations[post_id] = value
         else:
             self.outcomes.review[post_id] = value
+
+    async def __aenter__(self) -> Collector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         if self._task:
@@ -197,6 +209,8 @@ Runner = Callable[[Settings], Awaitable[Any]]
 async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180.0) -> int:
     """Run the pipeline end to end on `posts` generated posts; 0 only if none is missing."""
     from classifiers import build_classifier
+    from escalation.frontier import build_frontier
+    from escalation.worker import EscalationWorker
     from modpipe.metrics import Metrics
     from modpipe.stack import stack_up
     from streams.app import TriageWorker
@@ -208,28 +222,41 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
     malformed = len(values) - len(ids)
     collector = Collector(settings, run)
     await collector.start()
+    metrics = Metrics()
     classifier = build_classifier(settings)
-    worker = TriageWorker(settings, classifier, Metrics())
-    worker_task = asyncio.create_task(worker.run())
+    frontier = build_frontier(settings, metrics)
+    workers = (
+        TriageWorker(settings, classifier, metrics),
+        EscalationWorker(settings, frontier, metrics),
+    )
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    provider = frontier.provider.name if frontier else "none (escalations go to human review)"
     started = time.monotonic()
     try:
         await publish(settings.kafka.bootstrap, settings.topics.posts, values)
-        print(f"published {len(values)} posts as {run}; waiting for the pipeline")
-        while time.monotonic() - started < timeout_s and not worker_task.done():
+        print(f"published {len(values)} posts as {run}; escalation provider: {provider}")
+        while time.monotonic() - started < timeout_s and not any(t.done() for t in tasks):
             out = collector.outcomes
-            if not out.missing(ids, final_only=False) and len(out.dead_letters) >= malformed:
+            if not out.missing(ids, final_only=True) and len(out.dead_letters) >= malformed:
                 break
             await asyncio.sleep(0.25)
         elapsed = time.monotonic() - started
     finally:
-        worker.stop()
-        (worker_outcome,) = await asyncio.gather(worker_task, return_exceptions=True)
-        if isinstance(worker_outcome, BaseException):
-            log.error("triage worker failed", exc_info=worker_outcome)
+        for worker in workers:
+            worker.stop()
+        for name, outcome in zip(
+            ("triage", "escalation"),
+            await asyncio.gather(*tasks, return_exceptions=True),
+            strict=True,
+        ):
+            if isinstance(outcome, BaseException):
+                log.error("%s worker failed", name, exc_info=outcome)
         await collector.stop()
         await classifier.aclose()
+        if frontier is not None:
+            await frontier.aclose()
     out = collector.outcomes
-    print(report(out, ids, malformed, final_only=False))
+    print(report(out, ids, malformed, final_only=True))
     print(f"elapsed              {elapsed:.1f}s")
-    missing = len(out.missing(ids, final_only=False)) + max(0, malformed - len(out.dead_letters))
+    missing = len(out.missing(ids, final_only=True)) + max(0, malformed - len(out.dead_letters))
     return 0 if missing == 0 else 1

@@ -53,8 +53,26 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
             log.info("created topics %s partitions=%d", missing, partitions)
         except TopicAlreadyExistsError:
             pass  # another worker created them first
+        await _wait_for_leaders(admin, missing)
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    # A topic is usable once every partition has a leader; clients that fetch offsets
+    # before that get NotLeaderForPartition and some give up on the partition.
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise StackError(f"topics {names} have no leader after 30s")
 
 
 async def ensure_pipeline_topics(settings: Settings) -> None:
@@ -72,6 +90,4 @@ async def topic_partitions(bootstrap: str, names: Iterable[str]) -> list[TopicPa
         described = await admin.describe_topics(list(names))
     finally:
         await admin.close()
-    return [
-        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
-    ]
+    return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
@@ -96,7 +96,9 @@ class TriageWorker:
 
     async def _agent(self, stream: faust.StreamT) -> None:
         triage = self.settings.triage
-        async for events in stream.take_events(triage.batch_max, within=triage.batch_within_s):
+        async for events in cast(faust.Stream, stream).take_events(
+            triage.batch_max, within=triage.batch_within_s
+        ):
             if self._stopping.is_set():
                 _never_ack(events)
                 await asyncio.Event().wait()  # parked until the app cancels the agent
@@ -141,7 +143,7 @@ class TriageWorker:
         delay = 0.2
         while pending:
             futures = [
-                await self.app.producer.send(r.topic, r.key, r.value, None, None, None)
+                await self.app.producer.send(r.topic, r.key, r.value, None, r.timestamp_s, None)
                 for r in pending
             ]
             results = await asyncio.gather(*futures, return_exceptions=True)

@@ -19,10 +19,12 @@ from modpipe.errors import ClassifierError, InvalidRecord
 from modpipe.metrics import Metrics
 from modpipe.settings import Settings
 from streams.records import (
+    Action,
     DeadLetter,
     Escalation,
     Post,
     ReviewItem,
+    Tier,
     Verdict,
     encode,
     parse_post,
@@ -51,6 +53,7 @@ class Outgoing:
     topic: str
     key: bytes
     value: bytes
+    timestamp_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -126,7 +129,10 @@ class Triage:
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
             )
-            result.records.append(Outgoing(self._topics.escalations, key, encode(escalation)))
+            # The post's own timestamp travels on, so tier 2 measures end-to-end latency.
+            result.records.append(
+                Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
+            )
             result.escalated += 1
             self._metrics.posts.labels("triage", "escalated").inc()
             return
@@ -151,7 +157,9 @@ class Triage:
                 policy_version=self._settings.policy.version,
                 reason="classifier_failed",
             )
-            result.records.append(Outgoing(self._topics.escalations, key, encode(escalation)))
+            result.records.append(
+                Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
+            )
             result.escalated += 1
             self._metrics.posts.labels("triage", "escalated").inc()
             return
@@ -166,18 +174,18 @@ class Triage:
         self,
         msg: Incoming,
         post: Post,
-        action: str,
+        action: Action,
         categories: list[str],
         scores: dict[str, float],
         cost_usd: float,
-        tier: str = "small",
+        tier: Tier = "small",
     ) -> Verdict:
         latency_s = max(0.0, time.time() - msg.timestamp_s)
         self._metrics.stage_seconds.labels("end_to_end").observe(latency_s)
         return Verdict(
             post_id=post.post_id,
             action=action,
-            categories=categories,  # type: ignore[arg-type]
+            categories=categories,
             scores=scores,
             tier=tier,
             model=self._classifier.model,  # type: ignore[arg-type]

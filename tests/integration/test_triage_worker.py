@@ -52,13 +52,21 @@ async def run_worker(settings: Settings, **bounds: float | int) -> int:
 async def test_every_post_is_decided_or_escalated_and_bad_input_goes_to_dlq(
     settings: Settings, collector: Collector
 ) -> None:
-    bad = [b"not json", b"[1]", b'{"post_id": 7, "text": "x"}', b'{"post_id": "no-text"}',
-           json.dumps({"post_id": "big", "text": "x" * 70_000}).encode()]
+    bad = [
+        b"not json",
+        b"[1]",
+        b'{"post_id": 7, "text": "x"}',
+        b'{"post_id": "no-text"}',
+        json.dumps({"post_id": "big", "text": "x" * 70_000}).encode(),
+    ]
     await publish(settings.kafka.bootstrap, settings.topics.posts, posts(300) + bad)
     assert await run_worker(settings, idle_exit=3.0) == 0
 
-    await wait_until(lambda: len(accounted(collector)) >= 300 and
-                     len(collector.outcomes.dead_letters) >= 5, 20, "all outputs")
+    await wait_until(
+        lambda: len(accounted(collector)) >= 300 and len(collector.outcomes.dead_letters) >= 5,
+        20,
+        "all outputs",
+    )
     assert accounted(collector) == {f"p{i}" for i in range(300)}
     assert all(n == 1 for n in outputs_per_post(collector).values())
     verdict = next(v[0] for v in collector.outcomes.verdicts.values())
@@ -75,7 +83,8 @@ async def test_restart_resumes_from_committed_offsets(
     make_settings, collector: Collector, settings: Settings
 ) -> None:
     small_batches = make_settings(
-        app_id=settings.app_id, topics=settings.topics.model_dump(),
+        app_id=settings.app_id,
+        topics=settings.topics.model_dump(),
         triage={"batch_max": 50, "audit_rate": 0.0},
     )
     await publish(settings.kafka.bootstrap, settings.topics.posts, posts(1000))
@@ -113,8 +122,11 @@ class ExplodingClassifier:
 async def test_a_failed_batch_is_not_committed(
     make_settings, settings: Settings, collector: Collector
 ) -> None:
-    cfg = make_settings(app_id=settings.app_id, topics=settings.topics.model_dump(),
-                        triage={"batch_max": 20, "audit_rate": 0.0})
+    cfg = make_settings(
+        app_id=settings.app_id,
+        topics=settings.topics.model_dump(),
+        triage={"batch_max": 20, "audit_rate": 0.0},
+    )
     await publish(settings.kafka.bootstrap, settings.topics.posts, posts(200))
     worker = TriageWorker(cfg, ExplodingClassifier(), Metrics())
     assert await worker.run(idle_exit=10.0) == 1

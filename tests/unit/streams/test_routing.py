@@ -2,7 +2,8 @@ from modpipe.settings import Band, RoutingSettings
 from streams.routing import route
 
 BANDS = RoutingSettings(
-    allow_below=0.3, block_above=0.9,
+    allow_below=0.3,
+    block_above=0.9,
     per_category={"hate": Band(allow_below=0.1, block_above=0.8)},
 )
 

@@ -71,9 +71,7 @@ async def test_batch_routes_each_post_and_classifies_once(settings: Settings) ->
 
 
 @pytest.mark.parametrize("policy", ["escalate", "review"])
-async def test_classifier_failure_never_publishes_a_guess(
-    make_settings, policy: str
-) -> None:
+async def test_classifier_failure_never_publishes_a_guess(make_settings, policy: str) -> None:
     settings = make_settings(triage={"on_classifier_failure": policy, "audit_rate": 0.0})
     triage = Triage(settings, FakeClassifier(fail_batch=True), Metrics())
     result = await triage.process([msg(post("a", "p=0.01 hello"), 0)])

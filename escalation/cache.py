@@ -1,0 +1,125 @@
+"""The Redis verdict cache: repeated content is decided once per policy, provider and model.
+
+Keys are a SHA-256 of (policy version, provider, model, normalized text), so raw text
+never reaches Redis; values are the verdict without the post. A short lock per key makes
+concurrent identical posts across workers cost one call: the holder calls the provider,
+the others wait for its cached verdict. Every Redis failure becomes CacheUnavailable, and
+callers carry on without the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+import unicodedata
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from modpipe.errors import CacheUnavailable
+from modpipe.settings import RedisSettings
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
+_SPACES = re.compile(r"\s+")
+_POLL_S = 0.05
+
+# Delete the lock only if we still hold it (it may have expired and been taken since).
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+def normalize(text: str) -> str:
+    """Fold Unicode compatibility forms, case, zero-width characters and whitespace."""
+    folded = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).casefold()
+    return _SPACES.sub(" ", folded).strip()
+
+
+def cache_key(policy_version: str, provider: str, model: str, text: str) -> str:
+    """The hex digest that names a verdict in the cache."""
+    material = "\x1f".join((policy_version, provider, model, normalize(text)))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class VerdictCache:
+    """Verdicts by cache key in Redis, with a short per-key lock for single flight."""
+
+    def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
+        self._redis = client
+        self._prefix = settings.key_prefix
+        self._ttl_s = settings.cache_ttl_s
+        self._lock_ms = int(settings.lock_ttl_s * 1000)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def connect(cls, settings: RedisSettings) -> VerdictCache:
+        """A cache on `settings.url` with short timeouts, so an outage degrades fast."""
+        client = aioredis.Redis.from_url(
+            settings.url,
+            socket_timeout=settings.timeout_s,
+            socket_connect_timeout=settings.timeout_s,
+        )
+        return cls(client, settings)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._redis
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """The cached verdict, or None."""
+        try:
+            raw = await self._redis.get(f"{self._prefix}:verdict:{key}")
+        except RedisError as exc:
+            raise CacheUnavailable(f"redis get failed: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+    async def put(self, key: str, verdict: dict[str, Any]) -> None:
+        """Store a verdict for the cache TTL."""
+        try:
+            await self._redis.set(
+                f"{self._prefix}:verdict:{key}", json.dumps(verdict), ex=self._ttl_s
+            )
+        except RedisError as exc:
+            raise CacheUnavailable(f"redis set failed: {exc}") from exc
+
+    async def lock(self, key: str) -> str | None:
+        """A token if we now hold the key's lock, None if another caller does."""
+        token = uuid.uuid4().hex
+        try:
+            got = await self._redis.set(
+                f"{self._prefix}:lock:{key}", token, nx=True, px=self._lock_ms
+            )
+        except RedisError as exc:
+            raise CacheUnavailable(f"redis lock failed: {exc}") from exc
+        return token if got else None
+
+    async def unlock(self, key: str, token: str) -> None:
+        """Release the key's lock if we still hold it."""
+        try:
+            await self._release(keys=[f"{self._prefix}:lock:{key}"], args=[token])
+        except RedisError as exc:
+            raise CacheUnavailable(f"redis unlock failed: {exc}") from exc
+
+    async def wait(self, key: str, timeout_s: float) -> dict[str, Any] | None:
+        """Wait for another caller's verdict: it, or None once its lock is gone or time is up."""
+        deadline = time.monotonic() + timeout_s
+        lock = f"{self._prefix}:lock:{key}"
+        while time.monotonic() < deadline:
+            verdict = await self.get(key)
+            if verdict is not None:
+                return verdict
+            try:
+                if not await self._redis.exists(lock):
+                    return await self.get(key)
+            except RedisError as exc:
+                raise CacheUnavailable(f"redis exists failed: {exc}") from exc
+            await asyncio.sleep(_POLL_S)
+        return None
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

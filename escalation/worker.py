@@ -1,0 +1,285 @@
+"""`modpipe escalator`: consume escalations, decide each on the frontier tier, publish.
+
+Delivery: at least once. Up to `escalation.max_in_flight` posts are decided at once, so
+one slow call never blocks a partition; a partition's offset is committed only up to the
+first post whose verdict (or review item) is not yet acknowledged by the broker. A kill
+at any moment leaves uncommitted posts to be decided again after restart; a duplicate
+verdict carries the same post_id, and with the cache it costs nothing.
+
+Not Faust: per-message commits with out-of-order completion need direct control of
+offsets, which Faust agents do not give above concurrency 1 (faust-streaming #606).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from escalation.frontier import Decided, FrontierTier
+from escalation.offsets import OffsetTracker
+from modpipe.errors import BudgetExhausted, InvalidRecord, ProviderError
+from modpipe.metrics import Metrics
+from modpipe.settings import Settings
+from streams.records import (
+    DeadLetter,
+    Escalation,
+    Post,
+    ReviewItem,
+    Verdict,
+    encode,
+    parse_escalation,
+)
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 0.5
+
+Output = tuple[str, bytes, bytes]  # topic, key, value
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: EscalationWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Finish and commit what we hold before another worker takes it over.
+        await self._worker.drain()
+        self._worker.offsets.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None
+
+
+class EscalationWorker:
+    """Consumes escalations and publishes one final verdict per post."""
+
+    def __init__(self, settings: Settings, frontier: FrontierTier | None, metrics: Metrics) -> None:
+        self.settings = settings
+        self.frontier = frontier
+        self.metrics = metrics
+        self.offsets = OffsetTracker()
+        self.processed = 0
+        self.failure: BaseException | None = None
+        self._slots = asyncio.Semaphore(settings.escalation.max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def stop(self) -> None:
+        """Graceful stop: take no new posts, finish those in flight, commit."""
+        self._stopping.set()
+
+    async def run(
+        self,
+        *,
+        max_posts: int | None = None,
+        idle_exit: float | None = None,
+        shutdown_budget_s: float = 30.0,
+    ) -> int:
+        """Run until stopped, `max_posts` started, or `idle_exit` seconds without input."""
+        s = self.settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka.bootstrap,
+            group_id=s.escalation.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.kafka.session_timeout_s * 1000),
+            max_poll_records=s.escalation.max_in_flight,
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka.bootstrap, acks="all", linger_ms=2
+        )
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe([s.topics.escalations], listener=_Rebalance(self))
+        log.info(
+            "escalator started group=%s provider=%s",
+            s.escalation.group_id,
+            self.frontier.provider.name if self.frontier else "none",
+        )
+        last_input = last_commit = time.monotonic()
+        try:
+            while not self._stopping.is_set() and self.failure is None:
+                batches = await self._consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        await self._start(record)
+                        last_input = time.monotonic()
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    await self._commit()
+                    last_commit = time.monotonic()
+                if max_posts is not None and self.processed >= max_posts:
+                    break
+                if (
+                    idle_exit is not None
+                    and not self._tasks
+                    and (time.monotonic() - last_input > idle_exit)
+                ):
+                    log.info("idle for %.1fs; stopping", idle_exit)
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drain(), timeout=shutdown_budget_s)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._commit()
+            await self._consumer.stop()
+            await self._producer.stop()
+        log.info("escalator stopped processed=%d", self.processed)
+        return 1 if self.failure else 0
+
+    async def drain(self) -> None:
+        """Wait for every post in flight, then commit."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._commit()
+
+    async def _start(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        await self._slots.acquire()  # backpressure: at most max_in_flight posts at once
+        tp = TopicPartition(record.topic, record.partition)
+        self.offsets.started(tp, record.offset)
+        self.processed += 1
+        task = asyncio.create_task(self._handle(tp, record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            records = await self._outputs(record)
+            await self._publish(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a broker that stays down: stop, do not commit
+            log.exception("escalation failed partition=%d offset=%d", tp.partition, record.offset)
+            self.failure = exc
+        else:
+            self.offsets.finished(tp, record.offset)
+        finally:
+            self._slots.release()
+
+    async def _outputs(self, record: ConsumerRecord[bytes, bytes]) -> list[Output]:
+        t = self.settings.topics
+        try:
+            escalation, post = parse_escalation(
+                record.value, 4 * self.settings.kafka.max_message_bytes
+            )
+        except InvalidRecord as exc:
+            log.warning(
+                "dead letter topic=%s partition=%d offset=%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            letter = DeadLetter.of(
+                record.value, record.key, record.topic, record.partition, record.offset, exc
+            )
+            self.metrics.dlq.labels(exc.reason).inc()
+            self.metrics.posts.labels("escalator", "dlq").inc()
+            key = record.key or f"{record.topic}:{record.partition}:{record.offset}".encode()
+            return [(t.dlq, key, encode(letter))]
+        key = post.post_id.encode()
+        started = time.monotonic()
+        if self.frontier is None:
+            return self._review(record, escalation, post, "no_provider", "no provider configured")
+        try:
+            decided = await self.frontier.decide(post.text)
+        except ProviderError as exc:
+            reason = "budget" if isinstance(exc, BudgetExhausted) else "provider_failed"
+            return self._review(record, escalation, post, reason, str(exc))
+        finally:
+            self.metrics.stage_seconds.labels("escalate").observe(time.monotonic() - started)
+        verdict = self._verdict(record, escalation, post, decided)
+        return [(t.verdicts, key, encode(verdict))]
+
+    def _verdict(
+        self, record: ConsumerRecord[Any, Any], escalation: Escalation, post: Post, decided: Decided
+    ) -> Verdict:
+        latency_s = max(0.0, time.time() - record.timestamp / 1000)
+        self.metrics.stage_seconds.labels("end_to_end").observe(latency_s)
+        self.metrics.decisions.labels(decided.tier, decided.action).inc()
+        self.metrics.posts.labels("escalator", "verdict").inc()
+        return Verdict(
+            post_id=post.post_id,
+            action=decided.action,
+            categories=decided.categories,
+            scores=decided.scores,
+            tier=decided.tier,
+            model=decided.model,
+            policy_version=escalation.policy_version,
+            latency_ms=round(latency_s * 1000, 3),
+            cost_usd=decided.cost_usd,
+        )
+
+    def _review(
+        self,
+        record: ConsumerRecord[Any, Any],
+        escalation: Escalation,
+        post: Post,
+        reason: str,
+        detail: str,
+    ) -> list[Output]:
+        t = self.settings.topics
+        latency_s = max(0.0, time.time() - record.timestamp / 1000)
+        verdict = Verdict(
+            post_id=post.post_id,
+            action="review",
+            categories=[],
+            scores=escalation.scores,
+            tier="fallback",
+            model=escalation.model,
+            policy_version=escalation.policy_version,
+            latency_ms=round(latency_s * 1000, 3),
+            cost_usd=0.0,
+        )
+        item = ReviewItem(
+            post=escalation.post,
+            scores=escalation.scores,
+            model=escalation.model,
+            policy_version=escalation.policy_version,
+            reason=reason,  # type: ignore[arg-type]
+            detail=detail,
+        )
+        self.metrics.stage_seconds.labels("end_to_end").observe(latency_s)
+        self.metrics.decisions.labels("fallback", "review").inc()
+        self.metrics.review.labels(reason).inc()
+        self.metrics.posts.labels("escalator", "review").inc()
+        key = post.post_id.encode()
+        # The review item first: a reviewer must have the post before the platform is told.
+        return [(t.review, key, encode(item)), (t.verdicts, key, encode(verdict))]
+
+    async def _publish(self, records: list[Output]) -> None:
+        assert self._producer is not None
+        delay = 0.2
+        deadline = time.monotonic() + 120.0
+        for topic, key, value in records:
+            while True:
+                try:
+                    await self._producer.send_and_wait(topic, value, key=key)
+                    break
+                except KafkaError as exc:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("publish to %s failed (%s); retrying", topic, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _commit(self) -> None:
+        # Commit only positions whose every earlier post has its output on Kafka.
+        positions = self.offsets.committable()
+        if not positions or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(positions)
+            self.offsets.mark_committed(positions)
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("commit failed (%s); will retry", exc)
