@@ -25,6 +25,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from escalation.frontier import Decided, FrontierTier
 from escalation.offsets import OffsetTracker
 from modpipe.errors import BudgetExhausted, InvalidRecord, ProviderError
+from modpipe.kafka import report_lag
 from modpipe.metrics import Metrics
 from modpipe.settings import Settings
 from streams.records import (
@@ -54,7 +55,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._worker.offsets.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        return None
+        self._worker.last_input = time.monotonic()  # --idle-exit counts from here
 
 
 class EscalationWorker:
@@ -70,6 +71,7 @@ class EscalationWorker:
         self._slots = asyncio.Semaphore(settings.escalation.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.last_input = time.monotonic()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -105,14 +107,22 @@ class EscalationWorker:
             s.escalation.group_id,
             self.frontier.provider.name if self.frontier else "none",
         )
-        last_input = last_commit = time.monotonic()
+        self.last_input = last_commit = time.monotonic()
+        lag = asyncio.create_task(
+            report_lag(
+                s.kafka.bootstrap,
+                s.escalation.group_id,
+                s.topics.escalations,
+                self.metrics.consumer_lag,
+            )
+        )
         try:
             while not self._stopping.is_set() and self.failure is None:
                 batches = await self._consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for record in records:
                         await self._start(record)
-                        last_input = time.monotonic()
+                        self.last_input = time.monotonic()
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     await self._commit()
                     last_commit = time.monotonic()
@@ -121,13 +131,14 @@ class EscalationWorker:
                 if (
                     idle_exit is not None
                     and not self._tasks
-                    and (time.monotonic() - last_input > idle_exit)
+                    and (time.monotonic() - self.last_input > idle_exit)
                 ):
                     log.info("idle for %.1fs; stopping", idle_exit)
                     break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.drain(), timeout=shutdown_budget_s)
         finally:
+            lag.cancel()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -217,7 +228,7 @@ class EscalationWorker:
             model=decided.model,
             policy_version=escalation.policy_version,
             latency_ms=round(latency_s * 1000, 3),
-            cost_usd=decided.cost_usd,
+            cost_usd=escalation.cost_usd + decided.cost_usd,
         )
 
     def _review(
@@ -239,7 +250,7 @@ class EscalationWorker:
             model=escalation.model,
             policy_version=escalation.policy_version,
             latency_ms=round(latency_s * 1000, 3),
-            cost_usd=0.0,
+            cost_usd=escalation.cost_usd,
         )
         item = ReviewItem(
             post=escalation.post,

@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Iterable
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Gauge
 
 from modpipe.errors import StackError
 from modpipe.settings import Settings
@@ -91,3 +92,37 @@ async def topic_partitions(bootstrap: str, names: Iterable[str]) -> list[TopicPa
     finally:
         await admin.close()
     return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+
+
+async def consumer_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Per partition of `topic`: messages between `group`'s committed offset and the end."""
+    partitions = await topic_partitions(bootstrap, [topic])
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    lag = {}
+    for tp in partitions:
+        meta = committed.get(tp)
+        position = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag[tp.partition] = max(0, ends[tp] - position)
+    return lag
+
+
+async def report_lag(
+    bootstrap: str, group: str, topic: str, gauge: Gauge, interval_s: float = 10.0
+) -> None:
+    """Set `gauge{group, topic, partition}` every `interval_s` until cancelled."""
+    while True:
+        try:
+            for partition, lag in (await consumer_lag(bootstrap, group, topic)).items():
+                gauge.labels(group, topic, str(partition)).set(lag)
+        except KafkaError as exc:
+            log.warning("consumer lag unavailable group=%s: %s", group, exc)
+        await asyncio.sleep(interval_s)

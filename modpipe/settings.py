@@ -125,6 +125,7 @@ class SmallPrice(Section):
     gpu_usd_per_hour: float = Field(2.5, ge=0)
     tokens_per_second: float = Field(20000, gt=0)
     monthly_usd: float | None = Field(None, ge=0)
+    ops_monthly_usd: float = Field(0.0, ge=0)
 
 
 class CpuPrice(Section):

@@ -23,6 +23,7 @@ import faust
 from aiokafka.errors import KafkaError
 
 from classifiers import Classifier
+from modpipe.kafka import report_lag
 from modpipe.metrics import Metrics
 from modpipe.settings import Settings
 from streams.triage import Incoming, Outgoing, Triage
@@ -87,8 +88,14 @@ class TriageWorker:
             value_type=bytes,
             partitions=settings.kafka.partitions,
         )
+        self.app.on_partitions_assigned.connect(self._on_assigned)
         # Concurrency 1: faust-streaming #606 loses messages above 1; scale by partitions.
         self.app.agent(topic, name="triage", concurrency=1)(self._agent)
+
+    async def _on_assigned(self, sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        # --idle-exit counts from the last assignment: a restart may wait a session
+        # timeout for a crashed member's partitions before any post can arrive.
+        self._last_activity = time.monotonic()
 
     def stop(self) -> None:
         """Ask for a graceful stop: finish the batch in hand, publish, commit."""
@@ -171,6 +178,14 @@ class TriageWorker:
         self._max_posts = max_posts
         self._last_activity = time.monotonic()
         await self.app.start()
+        lag = asyncio.create_task(
+            report_lag(
+                self.settings.kafka.bootstrap,
+                self.settings.app_id,
+                self.settings.topics.posts,
+                self.metrics.consumer_lag,
+            )
+        )
         log.info(
             "triage worker started app_id=%s topic=%s",
             self.settings.app_id,
@@ -190,6 +205,7 @@ class TriageWorker:
                     "batch still running after %.0fs; it will be consumed again", shutdown_budget_s
                 )
         finally:
+            lag.cancel()
             await self.app.stop()
         log.info("triage worker stopped processed=%d", self.processed)
         return 1 if self.failure else 0

@@ -66,7 +66,7 @@ class Verdict(BaseModel):
     model: str
     policy_version: str
     latency_ms: float
-    cost_usd: float
+    cost_usd: float  # this post's share over every tier it went through
     decided_at: str = Field(default_factory=now_rfc3339)
 
 
@@ -79,6 +79,7 @@ class Escalation(BaseModel):
     policy_version: str
     escalated_at: str = Field(default_factory=now_rfc3339)
     reason: str = "borderline"
+    cost_usd: float = 0.0  # what tier 1 spent on the post; its verdict carries the total
 
 
 class ReviewItem(BaseModel):

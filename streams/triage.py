@@ -128,6 +128,7 @@ class Triage:
                 scores=c.scores,
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
+                cost_usd=tier_cost,
             )
             # The post's own timestamp travels on, so tier 2 measures end-to-end latency.
             result.records.append(

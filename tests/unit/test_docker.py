@@ -1,0 +1,88 @@
+"""No Docker engine runs here: check the compose stack and dashboard against the code."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from modpipe.metrics import Metrics
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+
+
+def exported_names() -> set[str]:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        kind = family.type
+        if kind == "counter":
+            names.add(family.name + "_total")
+        elif kind == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def test_compose_has_every_service_with_loopback_ports() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) >= {
+        "kafka",
+        "redis",
+        "vllm",
+        "worker",
+        "escalator",
+        "prometheus",
+        "grafana",
+    }
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DOCKER / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+    gpu = services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia"
+    assert "--enable-prefix-caching" in services["vllm"]["command"]
+    assert services["worker"]["environment"]["MODPIPE_CLASSIFIER__BACKEND"] == "vllm-guard"
+
+
+def test_prometheus_scrapes_the_ports_the_workers_serve() -> None:
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    targets = {
+        t for job in prom["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    base = int(compose["worker"]["environment"]["MODPIPE_METRICS__PORT"])
+    # The worker serves on the metrics port, the escalator on port + 1.
+    assert {f"worker:{base}", f"escalator:{base + 1}", "vllm:8000"} <= targets
+    assert f"127.0.0.1:{base + 1}:{base + 1}" in compose["escalator"]["ports"]
+
+
+def test_every_dashboard_query_names_an_exported_metric() -> None:
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "modpipe.json").read_text())
+    exported = exported_names()
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        used = set(re.findall(r"\bmodpipe_[a-z_]+", expr))
+        assert used, expr
+        assert used <= exported, f"{expr} uses {used - exported}"
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in (
+        "cost per tier",
+        "escalation rate",
+        "latency",
+        "cache hit",
+        "budget",
+        "dlq",
+        "lag",
+        "decisions",
+    ):
+        assert topic in titles
