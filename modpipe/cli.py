@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modpipe.errors import ModpipeError
+from modpipe.errors import ConfigError, ModpipeError
 from modpipe.settings import DEFAULT_CONFIG, Settings, load_settings
 
 log = logging.getLogger("modpipe")
@@ -25,10 +26,6 @@ def _on_signals(stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-
-
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    return asyncio.run(coro)
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -86,23 +83,165 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    return _run(_worker(settings, args))
+    return asyncio.run(_worker(settings, args))
 
 
 def cmd_escalator(settings: Settings, args: argparse.Namespace) -> int:
-    return _run(_escalator(settings, args))
+    return asyncio.run(_escalator(settings, args))
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from modpipe.produce import run_produce
 
-    return _run(run_produce(settings, args.file))
+    return asyncio.run(run_produce(settings, args.file))
+
+
+def cmd_cost(settings: Settings, args: argparse.Namespace) -> int:
+    from escalation.prompt import system_prompt
+    from modpipe.cost import CostModel, Workload, estimate_tokens, run_cost
+
+    if (args.tokens_per_day is None) == (args.posts_per_day is None):
+        raise ConfigError("give exactly one of --tokens-per-day and --posts-per-day")
+    posts = args.posts_per_day or args.tokens_per_day / args.tokens_per_post
+    overhead = args.prompt_overhead_tokens
+    if overhead is None:  # what escalation/prompt.py really sends, plus the post's wrapper
+        overhead = estimate_tokens(system_prompt(settings.policy)) + 10
+    workload = Workload(
+        posts_per_day=posts,
+        tokens_per_post=args.tokens_per_post,
+        escalation_rate=args.escalation_rate,
+        cache_hit_rate=args.cache_hit_rate,
+        frontier_model=args.model or settings.escalation.model,
+        prompt_overhead_tokens=overhead,
+        output_tokens_per_call=args.output_tokens,
+    )
+    return run_cost(CostModel(settings.prices), workload, args.json)
+
+
+def _data(args: argparse.Namespace) -> Any:
+    from classifiers.datasets import load_labelled
+
+    return load_labelled(
+        args.data, args.text_col, args.label_col, tuple(args.positive), args.group_col
+    )
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from classifiers.training import train
+
+    meta = train(_data(args), args.out, settings.policy.cpu_category)
+    print(json.dumps(meta, indent=2))
+    print(f"use it with: MODPIPE_CLASSIFIER__MODEL_PATH={args.out}")
+    return 0
+
+
+async def _scores(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
+    from classifiers import build_classifier
+    from modpipe.quality import score
+
+    classifier = build_classifier(settings)
+    try:
+        return await score(classifier, texts)
+    finally:
+        await classifier.aclose()
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from escalation.prompt import system_prompt
+    from modpipe.cost import estimate_tokens
+    from modpipe.quality import evaluate, hybrid_vs_frontier, load_frontier, plot
+
+    data = _data(args)
+    scores = asyncio.run(_scores(settings, data.texts))
+    report = evaluate(data, scores, settings.routing)
+    if args.frontier:
+        overhead = estimate_tokens(system_prompt(settings.policy)) + 10
+        report["hybrid"] = hybrid_vs_frontier(
+            data, scores, settings.routing, load_frontier(args.frontier), settings, overhead
+        )
+    probs = np.array([max(s.values(), default=0.0) for s in scores])
+    plot(
+        probs,
+        np.array(data.labels),
+        (report["escalation_rate"], report["auto_error_rate"]),
+        args.png,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for key, value in report.items():
+        if key not in ("worst_errors", "groups", "hybrid"):
+            print(f"{key:<18} {value:.4f}" if isinstance(value, float) else f"{key:<18} {value}")
+    for key, value in report.get("hybrid", {}).items():
+        print(f"hybrid.{key:<11} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
+    if "groups" in report:
+        print("groups by auto-decided error (worst first):")
+        ranked = sorted(report["groups"].items(), key=lambda kv: -kv[1]["auto_error_rate"])
+        for name, g in ranked:
+            print(
+                f"  {name:<32} n={g['n']:<5} error={g['auto_error_rate']:.3f} "
+                f"escalated={g['escalated']:.3f}"
+            )
+    print("most confident errors:")
+    for e in report["worst_errors"][:10]:
+        print(f"  label={e['label']} score={e['score']:.3f} {e['route']:<6} {e['text'][:90]!r}")
+    print(f"plot: {args.png}")
+    return 0
+
+
+def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from modpipe.quality import (
+        band_table,
+        best_for_error,
+        best_for_escalation,
+        calibration_split,
+        evaluate,
+        write_config,
+    )
+    from modpipe.settings import RoutingSettings
+
+    if (args.target_escalation is None) == (args.max_auto_error is None):
+        raise ConfigError("give either --target-escalation or --max-auto-error")
+    data = _data(args)
+    scores = asyncio.run(_scores(settings, data.texts))
+    fit, check = calibration_split(len(data))
+    probs = np.array([max(s.values(), default=0.0) for s in scores])
+    labels = np.array(data.labels)
+    table = band_table(probs[fit], labels[fit])
+    if args.target_escalation is not None:
+        allow, block = best_for_escalation(table, args.target_escalation)
+    else:
+        allow, block = best_for_error(table, args.max_auto_error, args.confidence)
+    bands = RoutingSettings(
+        allow_below=round(min(allow, 1.0), 6), block_above=round(min(block, 1.0), 6)
+    )
+    write_config(args.config, args.out, bands.allow_below, bands.block_above)
+    checked = evaluate(data.subset(check), [scores[i] for i in check], bands)
+    summary = {
+        k: checked[k]
+        for k in (
+            "n",
+            "allow_below",
+            "block_above",
+            "escalation_rate",
+            "auto_error_rate",
+            "allow_error_rate",
+            "block_error_rate",
+            "recall",
+        )
+    }
+    print(json.dumps({"written": str(args.out), "check_split": summary}, indent=2))
+    return 0
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from modpipe.demo import run_demo
 
-    return _run(run_demo(settings, posts=args.posts, timeout_s=args.timeout))
+    return asyncio.run(run_demo(settings, posts=args.posts, timeout_s=args.timeout))
 
 
 def _bounded(p: argparse.ArgumentParser) -> None:
@@ -119,6 +258,19 @@ def _bounded(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="stop after this long without a new post",
     )
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="labelled JSONL or CSV")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--label-col", default="label")
+    p.add_argument(
+        "--positive",
+        action="append",
+        default=None,
+        help="a label value meaning violating (repeatable; default 1, true)",
+    )
+    p.add_argument("--group-col", help="report per-group quality (e.g. functionality)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -146,6 +298,53 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.set_defaults(func=cmd_produce)
 
+    s = sub.add_parser("cost", help="monthly cost of frontier-only, small-only and hybrid")
+    s.add_argument("--tokens-per-day", type=float)
+    s.add_argument("--posts-per-day", type=float)
+    s.add_argument(
+        "--tokens-per-post",
+        type=float,
+        default=5.0,
+        help="post tokens (default 5: 1B tokens over 200M posts)",
+    )
+    s.add_argument("--escalation-rate", type=float, default=0.10)
+    s.add_argument("--cache-hit-rate", type=float, default=0.0)
+    s.add_argument("--model", help="frontier model priced in configs (default escalation.model)")
+    s.add_argument(
+        "--prompt-overhead-tokens",
+        type=float,
+        help="tokens sent with every frontier call besides the post "
+        "(default: measured from the real prompt)",
+    )
+    s.add_argument(
+        "--output-tokens",
+        type=float,
+        default=40.0,
+        help="frontier output tokens per call (the verdict JSON)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_cost)
+
+    s = sub.add_parser("train", help="train the CPU classifier on labelled data")
+    _data_args(s)
+    s.add_argument("--out", type=Path, required=True, help="model directory to write")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="quality of tier 1 at the configured bands")
+    _data_args(s)
+    s.add_argument("--frontier", type=Path, help="recorded frontier verdicts (JSONL)")
+    s.add_argument("--png", type=Path, default=Path("eval.png"))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("calibrate", help="choose bands from labelled data")
+    _data_args(s)
+    s.add_argument("--target-escalation", type=float)
+    s.add_argument("--max-auto-error", type=float)
+    s.add_argument("--confidence", type=float, default=0.95)
+    s.add_argument("--out", type=Path, required=True, help="settings file to write")
+    s.set_defaults(func=cmd_calibrate)
+
     s = sub.add_parser("demo", help="the whole pipeline on generated posts, with a report")
     s.add_argument("--posts", type=int, default=3000)
     s.add_argument("--timeout", type=float, default=180.0)
@@ -156,6 +355,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `modpipe` console script."""
     args = parser().parse_args(argv)
+    if getattr(args, "positive", False) is None:
+        args.positive = ["1", "true", "True"]
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
