@@ -91,6 +91,8 @@ class ClassifierSettings(Section):
     timeout_s: float = Field(10.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     max_in_flight: int = Field(4, ge=1)
+    labels: list[str | None] = []  # vllm-classify: policy category per class, null = none
+    activation: Literal["softmax", "sigmoid"] = "softmax"
 
 
 class EscalationSettings(Section):
@@ -158,10 +160,12 @@ class Policy(Section):
     categories: dict[str, str]
     cpu_category: str
     openai_moderation: dict[str, str] = {}
+    llama_guard: dict[str, str | None] = {}
 
     @model_validator(mode="after")
     def _known_categories(self) -> Policy:
-        named = {self.cpu_category, *self.openai_moderation.values()}
+        guard = {c for c in self.llama_guard.values() if c is not None}
+        named = {self.cpu_category, *self.openai_moderation.values(), *guard}
         unknown = named - set(self.categories)
         if unknown:
             raise ValueError(f"mapped to unknown categories: {sorted(unknown)}")
@@ -247,7 +251,11 @@ def load_settings(path: Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None 
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings ({path}): {problems}") from exc
-    unknown = set(settings.routing.per_category) - set(settings.policy.categories)
+    known = set(settings.policy.categories)
+    unknown = set(settings.routing.per_category) - known
     if unknown:
         raise ConfigError(f"routing.per_category names unknown categories: {sorted(unknown)}")
+    unknown = {c for c in settings.classifier.labels if c is not None} - known
+    if unknown:
+        raise ConfigError(f"classifier.labels names unknown categories: {sorted(unknown)}")
     return settings
