@@ -92,6 +92,7 @@ async def test_guard_batch_is_one_request_plus_one_for_category_lines(
     assert len(first["prompt"]) == 4 and first["logprobs"] == 20 and first["temperature"] == 0
     assert forced["prompt"] == [guard_prompt("MAYBE rude") + "unsafe\n"]
     hello, block, maybe, fine = out
+    assert not isinstance(fine, ClassifierError) and fine.scores == {}
     assert not isinstance(hello, ClassifierError) and hello.scores == {}
     assert not isinstance(block, ClassifierError)
     assert block.scores == {"hate": pytest.approx(0.97)} and block.tokens > 0
