@@ -238,6 +238,12 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from modpipe.bench import run_bench
+
+    return asyncio.run(run_bench(settings, args.config, args.posts, args.batch))
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from modpipe.demo import run_demo
 
@@ -344,6 +350,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--confidence", type=float, default=0.95)
     s.add_argument("--out", type=Path, required=True, help="settings file to write")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("bench", help="triage throughput beside a raw aiokafka baseline")
+    s.add_argument("--posts", type=int, default=30000)
+    s.add_argument("--batch", type=int, default=1000, help="triage.batch_max for the runs")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the whole pipeline on generated posts, with a report")
     s.add_argument("--posts", type=int, default=3000)

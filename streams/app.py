@@ -51,8 +51,9 @@ def build_app(settings: Settings, datadir: Path) -> faust.App:
         # The agent parks a finished batch during shutdown, so waiting for an empty
         # stream buffer would never end; unprocessed events are simply not acked.
         stream_wait_empty=False,
-        stream_buffer_maxsize=max(4096, 4 * settings.triage.batch_max),
-        broker_max_poll_records=max(500, settings.triage.batch_max),
+        stream_buffer_maxsize=max(16384, 8 * settings.triage.batch_max),
+        broker_max_poll_records=max(2000, settings.triage.batch_max),
+        consumer_max_fetch_size=4 * 1024 * 1024,
         producer_linger_ms=5,
         producer_max_request_size=4 * settings.kafka.max_message_bytes,
         logging_config=None,

@@ -81,6 +81,18 @@ class Triage:
         self._topics = settings.topics
         self._classifier = classifier
         self._metrics = metrics
+        # Labelled children looked up once: a labels() call per post is measurable here.
+        self._outcome = {
+            o: metrics.posts.labels("triage", o) for o in ("verdict", "escalated", "dlq")
+        }
+        self._decided = {
+            (tier, action): metrics.decisions.labels(tier, action)
+            for tier in ("small", "fallback")
+            for action in ("allow", "block", "review")
+        }
+        self._end_to_end = metrics.stage_seconds.labels("end_to_end")
+        self._tokens = metrics.tokens.labels("small")
+        self._spent = metrics.cost.labels("small")
         self._cost = CostModel(settings.prices)
         self._rng = rng or random.Random()
 
@@ -119,8 +131,8 @@ class Triage:
             if self._classifier.kind == "cpu"
             else self._cost.small_usd(c.tokens)
         )
-        self._metrics.tokens.labels("small").inc(c.tokens)
-        self._metrics.cost.labels("small").inc(tier_cost)
+        self._tokens.inc(c.tokens)
+        self._spent.inc(tier_cost)
         key = post.post_id.encode()
         if decision.route == "escalate":
             escalation = Escalation(
@@ -135,13 +147,13 @@ class Triage:
                 Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            self._metrics.posts.labels("triage", "escalated").inc()
+            self._outcome["escalated"].inc()
             return
         verdict = self._verdict(msg, post, decision.route, decision.categories, c.scores, tier_cost)
         result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
         result.verdicts += 1
-        self._metrics.posts.labels("triage", "verdict").inc()
-        self._metrics.decisions.labels("small", verdict.action).inc()
+        self._outcome["verdict"].inc()
+        self._decided["small", verdict.action].inc()
         if self._rng.random() < self._settings.triage.audit_rate:
             self._review(result, post, c.scores, "audit", "random audit sample", verdict)
 
@@ -162,14 +174,14 @@ class Triage:
                 Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            self._metrics.posts.labels("triage", "escalated").inc()
+            self._outcome["escalated"].inc()
             return
         verdict = self._verdict(msg, post, "review", [], {}, 0.0, tier="fallback")
         result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
         self._review(result, post, {}, "classifier_failed", str(exc), None)
         result.verdicts += 1
-        self._metrics.posts.labels("triage", "verdict").inc()
-        self._metrics.decisions.labels("fallback", "review").inc()
+        self._outcome["verdict"].inc()
+        self._decided["fallback", "review"].inc()
 
     def _verdict(
         self,
@@ -182,7 +194,7 @@ class Triage:
         tier: Tier = "small",
     ) -> Verdict:
         latency_s = max(0.0, time.time() - msg.timestamp_s)
-        self._metrics.stage_seconds.labels("end_to_end").observe(latency_s)
+        self._end_to_end.observe(latency_s)
         return Verdict(
             post_id=post.post_id,
             action=action,
@@ -231,5 +243,5 @@ class Triage:
         )
         result.records.append(Outgoing(self._topics.dlq, key, encode(letter)))
         result.dlq += 1
-        self._metrics.posts.labels("triage", "dlq").inc()
+        self._outcome["dlq"].inc()
         self._metrics.dlq.labels(exc.reason).inc()

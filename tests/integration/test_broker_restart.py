@@ -41,16 +41,21 @@ async def restart_kafka() -> None:
 
 
 async def test_broker_restart_loses_no_post(make_settings) -> None:
-    settings = make_settings(triage={"batch_max": 100, "audit_rate": 0.0},
-                             escalation={"provider": "none"})
+    settings = make_settings(
+        triage={"batch_max": 100, "audit_rate": 0.0}, escalation={"provider": "none"}
+    )
     texts = ["have a nice day", "you are a fucking idiot", "your opinion is garbage"]
-    values = [json.dumps({"post_id": f"p{i}", "text": f"{texts[i % 3]} {i}"}).encode()
-              for i in range(3000)]
+    values = [
+        json.dumps({"post_id": f"p{i}", "text": f"{texts[i % 3]} {i}"}).encode()
+        for i in range(3000)
+    ]
     async with Collector(settings, marker="") as c:
         await publish(settings.kafka.bootstrap, settings.topics.posts, values[:1500])
         classifier = build_classifier(settings)
-        workers = [TriageWorker(settings, classifier, Metrics()),
-                   EscalationWorker(settings, None, Metrics())]
+        workers = [
+            TriageWorker(settings, classifier, Metrics()),
+            EscalationWorker(settings, None, Metrics()),
+        ]
         tasks = [asyncio.create_task(w.run(idle_exit=30.0)) for w in workers]
         await wait_until(lambda: len(c.outcomes.verdicts) >= 300, 60, "the first verdicts")
         await restart_kafka()
