@@ -56,6 +56,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._worker.last_input = time.monotonic()  # --idle-exit counts from here
+        self._worker.ready.set()
 
 
 class EscalationWorker:
@@ -72,6 +73,7 @@ class EscalationWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.last_input = time.monotonic()
+        self.ready = asyncio.Event()  # set once partitions are assigned
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 

@@ -78,6 +78,7 @@ class TriageWorker:
         self.processed = 0
         self._max_posts: int | None = None
         self.failure: BaseException | None = None
+        self.ready = asyncio.Event()  # set once partitions are assigned
         self._stopping = asyncio.Event()
         self._between_batches = asyncio.Event()
         self._between_batches.set()
@@ -97,6 +98,7 @@ class TriageWorker:
         # --idle-exit counts from the last assignment: a restart may wait a session
         # timeout for a crashed member's partitions before any post can arrive.
         self._last_activity = time.monotonic()
+        self.ready.set()
 
     def stop(self) -> None:
         """Ask for a graceful stop: finish the batch in hand, publish, commit."""
