@@ -135,107 +135,26 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _scores(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
-    from classifiers import build_classifier
-    from modpipe.quality import score
-
-    classifier = build_classifier(settings)
-    try:
-        return await score(classifier, texts)
-    finally:
-        await classifier.aclose()
-
-
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
-    import numpy as np
+    from modpipe.evaluation import run_eval
 
-    from escalation.prompt import system_prompt
-    from modpipe.cost import estimate_tokens
-    from modpipe.quality import evaluate, hybrid_vs_frontier, load_frontier, plot
-
-    data = _data(args)
-    scores = asyncio.run(_scores(settings, data.texts))
-    report = evaluate(data, scores, settings.routing)
-    if args.frontier:
-        overhead = estimate_tokens(system_prompt(settings.policy)) + 10
-        report["hybrid"] = hybrid_vs_frontier(
-            data, scores, settings.routing, load_frontier(args.frontier), settings, overhead
-        )
-    probs = np.array([max(s.values(), default=0.0) for s in scores])
-    plot(
-        probs,
-        np.array(data.labels),
-        (report["escalation_rate"], report["auto_error_rate"]),
-        args.png,
-    )
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    for key, value in report.items():
-        if key not in ("worst_errors", "groups", "hybrid"):
-            print(f"{key:<18} {value:.4f}" if isinstance(value, float) else f"{key:<18} {value}")
-    for key, value in report.get("hybrid", {}).items():
-        print(f"hybrid.{key:<11} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
-    if "groups" in report:
-        print("groups by auto-decided error (worst first):")
-        ranked = sorted(report["groups"].items(), key=lambda kv: -kv[1]["auto_error_rate"])
-        for name, g in ranked:
-            print(
-                f"  {name:<32} n={g['n']:<5} error={g['auto_error_rate']:.3f} "
-                f"escalated={g['escalated']:.3f}"
-            )
-    print("most confident errors:")
-    for e in report["worst_errors"][:10]:
-        print(f"  label={e['label']} score={e['score']:.3f} {e['route']:<6} {e['text'][:90]!r}")
-    print(f"plot: {args.png}")
-    return 0
+    return run_eval(settings, _data(args), args.png, args.frontier, args.json)
 
 
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from modpipe.quality import (
-        band_table,
-        best_for_error,
-        best_for_escalation,
-        calibration_split,
-        evaluate,
-        write_config,
-    )
-    from modpipe.settings import RoutingSettings
+    from modpipe.evaluation import run_calibrate
 
     if (args.target_escalation is None) == (args.max_auto_error is None):
         raise ConfigError("give either --target-escalation or --max-auto-error")
-    data = _data(args)
-    scores = asyncio.run(_scores(settings, data.texts))
-    fit, check = calibration_split(len(data))
-    probs = np.array([max(s.values(), default=0.0) for s in scores])
-    labels = np.array(data.labels)
-    table = band_table(probs[fit], labels[fit])
-    if args.target_escalation is not None:
-        allow, block = best_for_escalation(table, args.target_escalation)
-    else:
-        allow, block = best_for_error(table, args.max_auto_error, args.confidence)
-    bands = RoutingSettings(
-        allow_below=round(min(allow, 1.0), 6), block_above=round(min(block, 1.0), 6)
+    return run_calibrate(
+        settings,
+        _data(args),
+        args.config,
+        args.out,
+        args.target_escalation,
+        args.max_auto_error,
+        args.confidence,
     )
-    write_config(args.config, args.out, bands.allow_below, bands.block_above)
-    checked = evaluate(data.subset(check), [scores[i] for i in check], bands)
-    summary = {
-        k: checked[k]
-        for k in (
-            "n",
-            "allow_below",
-            "block_above",
-            "escalation_rate",
-            "auto_error_rate",
-            "allow_error_rate",
-            "block_error_rate",
-            "recall",
-        )
-    }
-    print(json.dumps({"written": str(args.out), "check_split": summary}, indent=2))
-    return 0
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:

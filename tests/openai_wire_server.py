@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import serve
+
 FAULTS = ("429", "500", "hang", "malformed", "schema", "unknown_category", "refusal")
 _POST = re.compile(r"<post_json>\n(.*)\n</post_json>", re.S)
 MODERATION_CATEGORIES = (
@@ -180,16 +182,8 @@ class OpenAIWireServer:
 async def openai_wire_server() -> AsyncIterator[OpenAIWireServer]:
     """Serve on 127.0.0.1 on a free port for the length of the block."""
     server = OpenAIWireServer()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", server.chat)
-    app.router.add_post("/v1/moderations", server.moderations)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}/v1"
-    try:
+    async with serve(
+        {"/v1/chat/completions": server.chat, "/v1/moderations": server.moderations}
+    ) as url:
+        server.url = url
         yield server
-    finally:
-        await runner.cleanup()

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from classifiers.vllm_guard import PROMPT_HEAD, PROMPT_TAIL
+from tests.loopback import serve
 
 
 def json_with_nan(obj: Any) -> str:
@@ -147,16 +148,6 @@ class VllmWireServer:
 async def vllm_wire_server() -> AsyncIterator[VllmWireServer]:
     """Serve on 127.0.0.1 on a free port for the length of the block."""
     server = VllmWireServer()
-    app = web.Application()
-    app.router.add_post("/v1/completions", server.completions)
-    app.router.add_post("/classify", server.classify)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}/v1"
-    try:
+    async with serve({"/v1/completions": server.completions, "/classify": server.classify}) as url:
+        server.url = url
         yield server
-    finally:
-        await runner.cleanup()
