@@ -181,3 +181,28 @@ async def test_sigterm_finishes_the_batch_and_commits(
     await wait_until(lambda: len(accounted(collector)) >= 2000, 20, "every post")
     duplicates = sum(n - 1 for n in outputs_per_post(collector).values())
     assert duplicates == 0, f"{duplicates} duplicates after a graceful stop ({done} done before)"
+
+
+async def test_produce_from_stdin_reaches_the_worker(
+    settings: Settings, collector: Collector
+) -> None:
+    env = {
+        **os.environ,
+        **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
+    }
+    lines = b"\n".join(posts(20)) + b"\nnot json\n\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "modpipe.cli", "produce", "-"],
+        input=lines,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert b"published 21 posts" in out.stdout  # the blank line is skipped, not sent
+    assert await run_worker(settings, idle_exit=3.0) == 0
+    await wait_until(
+        lambda: len(accounted(collector)) >= 20 and len(collector.outcomes.dead_letters) >= 1,
+        20,
+        "20 outputs and a DLQ",
+    )

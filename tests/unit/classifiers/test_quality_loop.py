@@ -127,3 +127,42 @@ def test_calibrate_for_a_maximum_error_with_confidence(tmp_path: Path) -> None:
     check = result["check_split"]
     assert check["auto_error_rate"] <= 0.2  # the bound is on the calibration half
     assert check["escalation_rate"] < 1.0
+
+
+def test_eval_compares_hybrid_with_recorded_frontier_verdicts(tmp_path: Path) -> None:
+    import csv
+
+    with SURGE.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["text"].strip()]
+    # A frontier that agrees with the labels: hybrid can only approach it.
+    recorded = tmp_path / "frontier.jsonl"
+    recorded.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "text": r["text"].strip(),
+                    "action": "block" if r["is_toxic"] == "Toxic" else "allow",
+                }
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    report = json.loads(
+        modpipe(
+            "eval",
+            *SURGE_ARGS,
+            "--json",
+            "--frontier",
+            str(recorded),
+            "--png",
+            str(tmp_path / "f.png"),
+        )
+    )
+    hybrid = report["hybrid"]
+    assert hybrid["n"] == 1000 and hybrid["frontier_accuracy"] == 1.0
+    # Escalated posts get the frontier's (right) answer; auto-decided ones keep tier 1's.
+    assert hybrid["hybrid_accuracy"] == pytest.approx(
+        1 - report["auto_error_rate"] * (1 - report["escalation_rate"]), abs=1e-9
+    )
+    assert 0 < hybrid["hybrid_usd"] < hybrid["frontier_usd"]

@@ -1,0 +1,57 @@
+"""`modpipe stack` on ports of its own: up is idempotent, status tells, down stops its pids."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from modpipe.settings import load_settings
+from tests.conftest import CONFIG
+
+
+def stack(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modpipe.cli", "stack", action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_second_stack_up_status_down(tmp_path: Path) -> None:
+    shared = load_settings(CONFIG).stack
+    jars = shared.home / f"kafka-{shared.kafka_version}"
+    (tmp_path / jars.name).symlink_to(jars)  # reuse the fetched jars, not the data
+    env = {
+        **os.environ,
+        "MODPIPE_STACK__HOME": str(tmp_path),
+        "MODPIPE_KAFKA__BOOTSTRAP": "127.0.0.1:19092",
+        "MODPIPE_STACK__REDIS_PORT": "16379",
+    }
+    try:
+        up = stack("up", env)
+        assert up.returncode == 0, up.stderr
+        pids = (
+            (tmp_path / "run" / "kafka.pid").read_text(),
+            (tmp_path / "run" / "redis.pid").read_text(),
+        )
+        again = stack("up", env)
+        assert again.returncode == 0
+        assert (
+            (tmp_path / "run" / "kafka.pid").read_text(),
+            (tmp_path / "run" / "redis.pid").read_text(),
+        ) == pids, "up started twice"
+        status = stack("status", env)
+        assert status.returncode == 0
+        assert "127.0.0.1:19092" in status.stdout and "127.0.0.1:16379" in status.stdout
+        assert status.stdout.count(" up ") == 2
+    finally:
+        down = stack("down", env)
+    assert down.returncode == 0
+    after = stack("status", env)
+    assert after.returncode == 1 and after.stdout.count(" down ") == 2
+    # The shared stack the other tests use is untouched.
+    assert stack("status", {**os.environ}).returncode == 0
