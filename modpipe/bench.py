@@ -4,6 +4,8 @@ All runs read the same pre-published posts from one topic, each with its own con
 group, in this process, one after another:
 - `aiokafka-raw`: consume, parse JSON, produce a small JSON verdict, commit per batch
   (the ceiling for any Python consumer here);
+- `faust-minimal`: a bare Faust agent (take_events, parse, send, raw codecs): Faust's
+  own ceiling on this machine;
 - `triage-null`: the Faust triage worker with a constant classifier (pipeline overhead);
 - `triage-cpu`: the Faust triage worker with the configured classifier (the real thing).
 Figures are posts per second and ratios to the baseline from the same run.
@@ -11,6 +13,7 @@ Figures are posts per second and ratios to the baseline from the same run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -82,6 +85,45 @@ async def raw_baseline(bootstrap: str, topic: str, out_topic: str, n: int) -> fl
         await producer.stop()
 
 
+async def faust_minimal(settings: Settings, n: int) -> float:
+    """Seconds for a bare Faust agent, tuned like the triage worker, to pass `n` posts on."""
+    from streams.app import build_app
+
+    app = build_app(settings, settings.stack.home / "faust" / settings.app_id)
+    out = settings.topics.verdicts
+    done = asyncio.Event()
+    seen: list[float] = []
+
+    async def agent(stream: Any) -> None:
+        count = 0
+        async for events in stream.take_events(settings.triage.batch_max, within=0.05):
+            if not seen:
+                seen.append(time.perf_counter())
+            futures = []
+            for event in events:
+                post = json.loads(event.message.value)
+                value = json.dumps({"post_id": post["post_id"], "action": "allow"}).encode()
+                futures.append(
+                    await app.producer.send(out, event.message.key, value, None, None, None)
+                )
+            await asyncio.gather(*futures)
+            count += len(events)
+            if count >= n:
+                done.set()
+
+    app.agent(
+        app.topic(settings.topics.posts, key_type=bytes, value_type=bytes),
+        name="minimal",
+        concurrency=1,
+    )(agent)
+    await app.start()
+    try:
+        await done.wait()
+        return time.perf_counter() - seen[0]
+    finally:
+        await app.stop()
+
+
 async def triage_run(settings: Settings, classifier: Classifier, n: int) -> float:
     """Seconds for the triage worker to finish `n` posts (Faust start-up excluded)."""
     from streams.app import TriageWorker
@@ -129,6 +171,7 @@ async def run_bench(base: Settings, config_path: Any, posts: int, batch: int) ->
     rows: list[tuple[str, float]] = []
     raw = await raw_baseline(base.kafka.bootstrap, topic, f"bench-{tag}-raw-out", posts)
     rows.append(("aiokafka-raw", posts / raw))
+    rows.append(("faust-minimal", posts / await faust_minimal(variant("minimal"), posts)))
     rows.append(
         ("triage-null", posts / await triage_run(variant("null"), ConstantClassifier(), posts))
     )
