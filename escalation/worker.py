@@ -40,7 +40,7 @@ from streams.records import (
 
 log = logging.getLogger(__name__)
 
-COMMIT_INTERVAL_S = 0.5
+COMMIT_INTERVAL_S = 0.1  # a crash re-decides at most this long of finished posts
 
 Output = tuple[str, bytes, bytes]  # topic, key, value
 
@@ -120,7 +120,7 @@ class EscalationWorker:
         )
         try:
             while not self._stopping.is_set() and self.failure is None:
-                batches = await self._consumer.getmany(timeout_ms=200)
+                batches = await self._consumer.getmany(timeout_ms=100)
                 for records in batches.values():
                     for record in records:
                         await self._start(record)

@@ -46,7 +46,7 @@ def build_app(settings: Settings, datadir: Path) -> faust.App:
         topic_partitions=settings.kafka.partitions,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
+        broker_commit_interval=0.2,  # what a crash re-processes: up to this long of posts
         broker_session_timeout=settings.kafka.session_timeout_s,
         # The agent parks a finished batch during shutdown, so waiting for an empty
         # stream buffer would never end; unprocessed events are simply not acked.

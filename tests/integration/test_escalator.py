@@ -387,8 +387,9 @@ async def test_sigkill_mid_run_every_post_still_gets_a_verdict(
     verdicts = final_verdicts(collector)
     duplicates = sum(len(v) - 1 for v in verdicts.values())
     assert set(verdicts) == {f"e{i}" for i in range(600)}
-    # Only posts in flight, or published in the last commit interval, are decided twice.
+    # Only posts in flight (16) or finished within the last commit interval (0.1 s at
+    # 16 / 0.05 s = 320 posts/s, so 32) can be decided twice.
     print(f"duplicate verdicts after SIGKILL: {duplicates} of 600")
-    assert duplicates <= 0.3 * 600, f"{duplicates} duplicate verdicts"
+    assert duplicates <= 16 + 32 + 12, f"{duplicates} duplicate verdicts"
     duplicated = [v for v in verdicts.values() if len(v) > 1]
     assert all(v[1]["tier"] == "cache" for v in duplicated), "a re-decided post must hit the cache"
