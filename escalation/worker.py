@@ -33,6 +33,7 @@ from streams.records import (
     Escalation,
     Post,
     ReviewItem,
+    ReviewReason,
     Verdict,
     encode,
     parse_escalation,
@@ -207,7 +208,9 @@ class EscalationWorker:
         try:
             decided = await self.frontier.decide(post.text)
         except ProviderError as exc:
-            reason = "budget" if isinstance(exc, BudgetExhausted) else "provider_failed"
+            reason: ReviewReason = (
+                "budget" if isinstance(exc, BudgetExhausted) else "provider_failed"
+            )
             return self._review(record, escalation, post, reason, str(exc))
         finally:
             self.metrics.stage_seconds.labels("escalate").observe(time.monotonic() - started)
@@ -238,7 +241,7 @@ class EscalationWorker:
         record: ConsumerRecord[Any, Any],
         escalation: Escalation,
         post: Post,
-        reason: str,
+        reason: ReviewReason,
         detail: str,
     ) -> list[Output]:
         t = self.settings.topics
@@ -259,7 +262,7 @@ class EscalationWorker:
             scores=escalation.scores,
             model=escalation.model,
             policy_version=escalation.policy_version,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
             detail=detail,
         )
         self.metrics.stage_seconds.labels("end_to_end").observe(latency_s)

@@ -18,6 +18,7 @@ from modpipe.errors import InvalidRecord
 Action = Literal["allow", "block", "review"]
 Tier = Literal["small", "frontier", "cache", "fallback"]
 Scores = dict[str, float]
+ReviewReason = Literal["audit", "provider_failed", "budget", "no_provider", "classifier_failed"]
 
 MAX_POST_ID = 256
 
@@ -89,7 +90,7 @@ class ReviewItem(BaseModel):
     scores: Scores
     model: str
     policy_version: str
-    reason: Literal["audit", "provider_failed", "budget", "no_provider", "classifier_failed"]
+    reason: ReviewReason
     detail: str = ""
     proposed: Verdict | None = None
     queued_at: str = Field(default_factory=now_rfc3339)

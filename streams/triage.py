@@ -24,6 +24,7 @@ from streams.records import (
     Escalation,
     Post,
     ReviewItem,
+    ReviewReason,
     Tier,
     Verdict,
     encode,
@@ -176,9 +177,9 @@ class Triage:
             result.escalated += 1
             self._outcome["escalated"].inc()
             return
+        self._review(result, post, {}, "classifier_failed", str(exc), None)
         verdict = self._verdict(msg, post, "review", [], {}, 0.0, tier="fallback")
         result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
-        self._review(result, post, {}, "classifier_failed", str(exc), None)
         result.verdicts += 1
         self._outcome["verdict"].inc()
         self._decided["fallback", "review"].inc()
@@ -201,7 +202,7 @@ class Triage:
             categories=categories,
             scores=scores,
             tier=tier,
-            model=self._classifier.model,  # type: ignore[arg-type]
+            model=self._classifier.model,
             policy_version=self._settings.policy.version,
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=cost_usd,
@@ -212,7 +213,7 @@ class Triage:
         result: BatchResult,
         post: Post,
         scores: dict[str, float],
-        reason: str,
+        reason: ReviewReason,
         detail: str,
         proposed: Verdict | None,
     ) -> None:
@@ -221,7 +222,7 @@ class Triage:
             scores=scores,
             model=self._classifier.model,
             policy_version=self._settings.policy.version,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
             detail=detail,
             proposed=proposed,
         )

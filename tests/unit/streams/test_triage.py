@@ -80,9 +80,9 @@ async def test_classifier_failure_never_publishes_a_guess(make_settings, policy:
         assert topics == [settings.topics.escalations]
         assert json.loads(result.records[0].value)["reason"] == "classifier_failed"
     else:
-        verdict = json.loads(result.records[0].value)
+        verdict = json.loads(result.records[1].value)
         assert (verdict["action"], verdict["tier"]) == ("review", "fallback")
-        assert topics == [settings.topics.verdicts, settings.topics.review]
+        assert topics == [settings.topics.review, settings.topics.verdicts]
 
 
 async def test_one_unscorable_post_does_not_fail_the_batch(settings: Settings) -> None:
