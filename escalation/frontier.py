@@ -60,6 +60,17 @@ def status_of(exc: ProviderError) -> str:
     return "rejected"
 
 
+def _from_cache(value: object) -> Decided | None:
+    """A cached verdict as a `cache` decision; None for a miss, an outage or a stale shape."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Decided(**value, tier="cache", cost_usd=0.0)
+    except TypeError:
+        log.warning("ignoring a cached verdict of another shape: %s", sorted(value))
+        return None
+
+
 class FrontierTier:
     """Decides escalated posts with a provider, behind the verdict cache."""
 
@@ -138,18 +149,21 @@ class FrontierTier:
         cache = self._cache
         if cache is None:
             return await self._call(text)
-        cached = await self._redis(cache.get, key)
-        if isinstance(cached, dict):
+        raw = await self._redis(cache.get, key)
+        cached = _from_cache(raw)
+        if cached is not None:
             self._metrics.cache.labels("hit").inc()
-            return Decided(**cached, tier="cache", cost_usd=0.0)
-        if cached is None:
+            return cached
+        if raw is not _UNAVAILABLE:
             self._metrics.cache.labels("miss").inc()
         token = await self._redis(cache.lock, key)
         if token is None:  # another worker is deciding the same text: wait for its verdict
-            waited = await self._redis(cache.wait, key, self._settings.redis.lock_ttl_s)
-            if isinstance(waited, dict):
+            waited = _from_cache(
+                await self._redis(cache.wait, key, self._settings.redis.lock_ttl_s)
+            )
+            if waited is not None:
                 self._metrics.cache.labels("hit").inc()
-                return Decided(**waited, tier="cache", cost_usd=0.0)
+                return waited
         try:
             decided = await self._call(text)
             stored = {k: v for k, v in asdict(decided).items() if k not in ("tier", "cost_usd")}

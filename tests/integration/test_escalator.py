@@ -393,3 +393,24 @@ async def test_sigkill_mid_run_every_post_still_gets_a_verdict(
     assert duplicates <= 16 + 32 + 12, f"{duplicates} duplicate verdicts"
     duplicated = [v for v in verdicts.values() if len(v) > 1]
     assert all(v[1]["tier"] == "cache" for v in duplicated), "a re-decided post must hit the cache"
+
+
+async def test_a_cached_value_of_another_shape_is_a_miss(
+    make_settings, wire: OpenAIWireServer
+) -> None:
+    from escalation.cache import cache_key
+
+    settings = chat_settings(make_settings, wire)
+    tier = build_frontier(settings, Metrics())
+    assert tier is not None
+    key = cache_key(settings.policy.version, "chat", settings.escalation.model, "old text")
+    client = aioredis.Redis.from_url(settings.redis.url)
+    await client.set(
+        f"{settings.redis.key_prefix}:verdict:{key}", json.dumps({"verdict": "x"}), ex=60
+    )
+    await client.aclose()
+    try:
+        decided = await tier.decide("old text")
+    finally:
+        await tier.aclose()
+    assert decided.tier == "frontier" and wire.calls["old text"] == 1
