@@ -115,6 +115,12 @@ class TriageWorker:
             self._between_batches.clear()
             try:
                 await self._handle(events)
+                # Ack now rather than when take_events() resumes: a graceful stop may
+                # cancel the agent before it asks for the next batch, and the commit on
+                # stop must include this one. The ack in take_events' finally is then a
+                # no-op for messages already acked.
+                for event in events:
+                    await stream.ack(event)
             except BaseException as exc:
                 _never_ack(events)
                 if not isinstance(exc, asyncio.CancelledError):
@@ -207,6 +213,11 @@ class TriageWorker:
                 log.warning(
                     "batch still running after %.0fs; it will be consumed again", shutdown_budget_s
                 )
+            # Faust skips a commit while another is in flight (it only waits for that one),
+            # so the commit on stop can miss the last batch. With the agent parked, a
+            # second commit after the first cannot be skipped and includes every ack.
+            for _ in range(2):
+                await self.app.consumer.commit()
         finally:
             lag.cancel()
             await self.app.stop()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from classifiers import Classification, build_classifier
 from modpipe.demo import Collector
 from modpipe.errors import ClassifierError
+from modpipe.kafka import consumer_lag
 from modpipe.metrics import Metrics
 from modpipe.produce import publish
 from modpipe.settings import Settings
@@ -181,6 +182,8 @@ async def test_sigterm_finishes_the_batch_and_commits(
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 60) == 0
     done = len(accounted(collector))
+    lag = await consumer_lag(settings.kafka.bootstrap, settings.app_id, settings.topics.posts)
+    assert 2000 - sum(lag.values()) == done, "the committed offsets must cover every output"
     # A clean stop commits what it published: a restart re-reads nothing already done.
     assert await run_worker(settings, idle_exit=3.0) == 0
     await wait_until(lambda: len(accounted(collector)) >= 2000, 20, "every post")
