@@ -150,13 +150,16 @@ class Budget:
         """Record a call's cost; returns the dollars left today."""
         day = _today()
         self._local = {day: self._local.get(day, 0.0) + usd}  # older days are dropped
-        if self._redis is not None and usd > 0:
-            key = f"{self._prefix}:budget:{day}"
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.incrbyfloat(key, usd)
-                    pipe.expire(key, 2 * 86400)
-                    await pipe.execute()
-            except RedisError as exc:
-                log.warning("budget not shared (Redis: %s); counting locally", exc)
-        return self.daily_usd - await self.spent()
+        if self._redis is None or usd <= 0:
+            return self.daily_usd - await self.spent()
+        spent = self._local[day]
+        key = f"{self._prefix}:budget:{day}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incrbyfloat(key, usd)
+                pipe.expire(key, 2 * 86400)
+                shared, _ = await pipe.execute()
+            spent = max(spent, float(shared))
+        except RedisError as exc:
+            log.warning("budget not shared (Redis: %s); counting locally", exc)
+        return self.daily_usd - spent

@@ -99,10 +99,9 @@ class Outcomes:
     review: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
-    def missing(self, ids: set[str], final_only: bool) -> set[str]:
-        """Ids with no final verdict (or, unless `final_only`, no escalation either)."""
-        done = set(self.verdicts) if final_only else set(self.verdicts) | set(self.escalations)
-        return ids - done
+    def unaccounted(self, ids: set[str], malformed: int) -> int:
+        """Posts with no final verdict, plus malformed values with no dead letter."""
+        return len(ids - set(self.verdicts)) + max(0, malformed - len(self.dead_letters))
 
 
 class Collector:
@@ -176,7 +175,7 @@ class Collector:
         await self._consumer.stop()
 
 
-def report(outcomes: Outcomes, ids: set[str], malformed: int, final_only: bool) -> str:
+def report(outcomes: Outcomes, ids: set[str], malformed: int) -> str:
     """A short text report of one run."""
     finals = [v[-1] for v in outcomes.verdicts.values()]
     by_tier = Counter((v["tier"], v["action"]) for v in finals)
@@ -195,10 +194,7 @@ def report(outcomes: Outcomes, ids: set[str], malformed: int, final_only: bool) 
     if latencies:
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
         lines.append(f"latency ms           p50 {statistics.median(latencies):.0f}  p99 {p99:.0f}")
-    missing = outcomes.missing(ids, final_only)
-    lines.append(
-        f"missing              {len(missing) + max(0, malformed - len(outcomes.dead_letters))}"
-    )
+    lines.append(f"missing              {outcomes.unaccounted(ids, malformed)}")
     return "\n".join(lines)
 
 
@@ -238,8 +234,7 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
         await publish(settings.kafka.bootstrap, settings.topics.posts, values)
         print(f"published {len(values)} posts as {run}; escalation provider: {provider}")
         while time.monotonic() - started < timeout_s and not any(t.done() for t in tasks):
-            out = collector.outcomes
-            if not out.missing(ids, final_only=True) and len(out.dead_letters) >= malformed:
+            if collector.outcomes.unaccounted(ids, malformed) == 0:
                 break
             await asyncio.sleep(0.25)
         elapsed = time.monotonic() - started
@@ -258,7 +253,6 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
         if frontier is not None:
             await frontier.aclose()
     out = collector.outcomes
-    print(report(out, ids, malformed, final_only=True))
+    print(report(out, ids, malformed))
     print(f"elapsed              {elapsed:.1f}s")
-    missing = len(out.missing(ids, final_only=True)) + max(0, malformed - len(out.dead_letters))
-    return 0 if missing == 0 else 1
+    return 0 if out.unaccounted(ids, malformed) == 0 else 1

@@ -94,35 +94,51 @@ async def topic_partitions(bootstrap: str, names: Iterable[str]) -> list[TopicPa
     return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
 
 
+class LagProbe:
+    """An admin client and a consumer kept open to read a group's lag repeatedly."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+
+    async def __aenter__(self) -> LagProbe:
+        await self._admin.start()
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def lag(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition of `topic`: messages between `group`'s committed offset and the end."""
+        described = await self._admin.describe_topics([topic])
+        partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+        committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
+        ends = await self._consumer.end_offsets(partitions)
+        lag = {}
+        for tp in partitions:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag[tp.partition] = max(0, ends[tp] - position)
+        return lag
+
+
 async def consumer_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """Per partition of `topic`: messages between `group`'s committed offset and the end."""
-    partitions = await topic_partitions(bootstrap, [topic])
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-        await admin.close()
-    lag = {}
-    for tp in partitions:
-        meta = committed.get(tp)
-        position = meta.offset if meta is not None and meta.offset >= 0 else 0
-        lag[tp.partition] = max(0, ends[tp] - position)
-    return lag
+    async with LagProbe(bootstrap) as probe:
+        return await probe.lag(group, topic)
 
 
 async def report_lag(
     bootstrap: str, group: str, topic: str, gauge: Gauge, interval_s: float = 10.0
 ) -> None:
     """Set `gauge{group, topic, partition}` every `interval_s` until cancelled."""
-    while True:
-        try:
-            for partition, lag in (await consumer_lag(bootstrap, group, topic)).items():
-                gauge.labels(group, topic, str(partition)).set(lag)
-        except KafkaError as exc:
-            log.warning("consumer lag unavailable group=%s: %s", group, exc)
-        await asyncio.sleep(interval_s)
+    async with LagProbe(bootstrap) as probe:
+        while True:
+            try:
+                for partition, lag in (await probe.lag(group, topic)).items():
+                    gauge.labels(group, topic, str(partition)).set(lag)
+            except KafkaError as exc:
+                log.warning("consumer lag unavailable group=%s: %s", group, exc)
+            await asyncio.sleep(interval_s)

@@ -39,13 +39,17 @@ async def score(classifier: Classifier, texts: list[str]) -> list[dict[str, floa
     return out
 
 
-def clopper_pearson_upper(errors: int, n: int, confidence: float) -> float:
-    """One-sided upper bound on an error rate from `errors` in `n`, at `confidence`."""
+def clopper_pearson_upper(errors: Any, n: Any, confidence: float) -> Any:
+    """One-sided upper bound on an error rate from `errors` in `n`, at `confidence`;
+    element-wise for arrays, a float for scalars."""
     from scipy.stats import beta
 
-    if n == 0 or errors >= n:
-        return 1.0
-    return float(beta.ppf(confidence, errors + 1, n - errors))
+    errors, n = np.asarray(errors), np.asarray(n)
+    bounded = (n > 0) & (errors < n)
+    upper = np.where(
+        bounded, beta.ppf(confidence, errors + 1, np.where(bounded, n - errors, 1)), 1.0
+    )
+    return float(upper) if upper.ndim == 0 else upper
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,8 @@ def best_for_escalation(table: BandTable, target: float) -> tuple[float, float]:
 
 def best_for_error(table: BandTable, max_error: float, confidence: float) -> tuple[float, float]:
     """The least escalation whose auto-decided error is below `max_error` with `confidence`."""
-    from scipy.stats import beta
-
     auto = np.maximum(table.auto, 1)
-    upper = beta.ppf(confidence, table.errors + 1, np.maximum(table.auto - table.errors, 1e-9))
-    upper = np.where((table.auto > 0) & (table.errors < table.auto), upper, 1.0)
+    upper = clopper_pearson_upper(table.errors, table.auto, confidence)
     ok = (upper <= max_error) & (table.escalated <= table.n)
     if not ok.any():
         raise ConfigError(f"no bands reach auto error <= {max_error:.2%} at {confidence:.0%}")

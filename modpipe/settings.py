@@ -9,6 +9,7 @@ misspelled option fails at start instead of being silently ignored. The only sec
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,11 +77,14 @@ class RoutingSettings(Section):
         Band(allow_below=self.allow_below, block_above=self.block_above)
         return self
 
+    @cached_property
+    def default_band(self) -> Band:
+        """The band of every category without an override (built once: routing is per post)."""
+        return Band(allow_below=self.allow_below, block_above=self.block_above)
+
     def band(self, category: str) -> Band:
         """The band for one category: its override, else the default."""
-        return self.per_category.get(category) or Band(
-            allow_below=self.allow_below, block_above=self.block_above
-        )
+        return self.per_category.get(category) or self.default_band
 
 
 class ClassifierSettings(Section):
