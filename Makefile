@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install redis-server stack-up stack-down demo test lint bench clean
+.PHONY: install redis-server stack-up stack-down demo test test-unit lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ demo: stack-up
 test: stack-up
 	$(BIN)/pytest -q
 
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+SOURCES := modpipe streams classifiers escalation configs tests bench
+
 lint: install
-	$(BIN)/ruff check modpipe streams classifiers escalation tests bench
-	$(BIN)/ruff format --check modpipe streams classifiers escalation tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: stack-up
 	$(BIN)/modpipe bench

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.demo import Collector
-from modpipe.metrics import Metrics
-from modpipe.produce import publish
-from modpipe.settings import Settings, load_settings
+from modpipe.cli.demo import Collector
+from modpipe.cli.produce import publish
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import Settings, load_settings
 from tests.openai_wire_server import openai_wire_server
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -67,7 +67,7 @@ async def run(url: str, posts: int, in_flight: int, repeat: float) -> tuple[floa
                 "group_id": f"bench-{tag}",
             },
             "redis": {"key_prefix": f"bench-{tag}"},
-            "metrics": {"port": 0},
+            "metrics": {"port": 0, "escalator_port": 0},
         },
     )
     metrics = Metrics()

@@ -1,4 +1,4 @@
-"""The classifier interface and the factory that picks a backend from settings."""
+"""The classifier interface every backend implements. It imports no backend (see registry)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from modpipe.errors import ClassifierError
-from modpipe.settings import Settings
+from modpipe.core.errors import ClassifierError
 
 Scores = dict[str, float]
 
@@ -33,19 +32,3 @@ class Classifier(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
-
-
-def build_classifier(settings: Settings) -> Classifier:
-    """The backend named by `classifier.backend`."""
-    backend = settings.classifier.backend
-    if backend == "cpu":
-        from classifiers.cpu import CpuClassifier
-
-        return CpuClassifier.load(settings.classifier.model_path, settings.policy.cpu_category)
-    if backend == "vllm-guard":
-        from classifiers.vllm_guard import GuardClassifier
-
-        return GuardClassifier.from_settings(settings)
-    from classifiers.vllm_classify import SequenceClassifier
-
-    return SequenceClassifier.from_settings(settings)

@@ -17,8 +17,9 @@ from typing import Any, Literal
 import joblib
 
 from classifiers.base import Classification
-from modpipe.cost import estimate_tokens
-from modpipe.errors import ClassifierError, ConfigError
+from modpipe.core.cost import estimate_tokens
+from modpipe.core.errors import ClassifierError, ConfigError
+from modpipe.core.settings import Settings
 
 PACKAGED_MODEL = "alt-profanity-check"
 
@@ -32,6 +33,11 @@ class CpuClassifier:
         self._estimator = estimator
         self._category = category
         self.model = model
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CpuClassifier:
+        """The backend `classifier.backend: cpu` names."""
+        return cls.load(settings.classifier.model_path, settings.policy.cpu_category)
 
     @classmethod
     def load(cls, model_dir: Path | None, category: str) -> CpuClassifier:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from modpipe.errors import ClassifierError, ClassifierUnavailable
+from modpipe.core.errors import ClassifierError, ClassifierUnavailable
 
 log = logging.getLogger(__name__)
 

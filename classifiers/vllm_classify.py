@@ -15,8 +15,8 @@ from typing import Literal
 
 from classifiers.base import Classification
 from classifiers.http import VllmHttp
-from modpipe.errors import ClassifierError
-from modpipe.settings import Settings
+from modpipe.core.errors import ClassifierError
+from modpipe.core.settings import Settings
 
 
 def server_root(base_url: str) -> str:

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from classifiers.base import Classification
 from classifiers.http import VllmHttp
-from modpipe.errors import ClassifierError
-from modpipe.settings import Settings
+from modpipe.core.errors import ClassifierError
+from modpipe.core.settings import Settings
 
 GUARD_CATEGORIES = (
     "S1: Violent Crimes.",

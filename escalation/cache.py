@@ -21,8 +21,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from modpipe.errors import CacheUnavailable
-from modpipe.settings import RedisSettings
+from modpipe.core.errors import CacheUnavailable
+from modpipe.core.settings import RedisSettings
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
 _SPACES = re.compile(r"\s+")

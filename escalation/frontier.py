@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, TypeVar
 
+from escalation.budget import Budget
 from escalation.cache import VerdictCache, cache_key
 from escalation.providers import Provider, ProviderVerdict
-from escalation.resilience import Budget, CircuitBreaker, retry
-from modpipe.errors import (
+from modpipe.core.errors import (
     BudgetExhausted,
     CacheUnavailable,
     CircuitOpen,
@@ -25,8 +25,9 @@ from modpipe.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from modpipe.metrics import Metrics
-from modpipe.settings import Settings
+from modpipe.core.metrics import Metrics
+from modpipe.core.resilience import CircuitBreaker, retry
+from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class FrontierTier:
         self._breaker = CircuitBreaker(esc.breaker_failures, esc.breaker_cooldown_s)
         # Redis gets a breaker of its own: when it is down, skip it instead of paying a
         # timeout on every post.
-        self._redis_breaker = CircuitBreaker(3, 5.0)
+        self._redis_breaker = CircuitBreaker(
+            settings.redis.breaker_failures, settings.redis.breaker_cooldown_s
+        )
         self._inflight: dict[str, asyncio.Future[Decided]] = {}
 
     @property

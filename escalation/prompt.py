@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modpipe.errors import InvalidOutput
-from modpipe.settings import Policy
+from modpipe.core.errors import InvalidOutput
+from modpipe.core.settings import Policy
 
 SCHEMA_NAME = "moderation_verdict"
 POST_OPEN = "<post_json>"

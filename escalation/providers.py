@@ -19,9 +19,9 @@ from typing import Literal, Protocol, TypeVar
 import openai
 
 from escalation import prompt
-from modpipe.cost import CostModel
-from modpipe.errors import InvalidOutput, ProviderError, ProviderUnavailable
-from modpipe.settings import Policy, Settings
+from modpipe.core.cost import CostModel
+from modpipe.core.errors import InvalidOutput, ProviderError, ProviderUnavailable
+from modpipe.core.settings import Policy, Settings
 
 log = logging.getLogger(__name__)
 

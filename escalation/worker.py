@@ -24,26 +24,24 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from escalation.frontier import Decided, FrontierTier
 from escalation.offsets import OffsetTracker
-from modpipe.errors import BudgetExhausted, InvalidRecord, ProviderError
-from modpipe.kafka import report_lag
-from modpipe.metrics import Metrics
-from modpipe.settings import Settings
-from streams.records import (
-    DeadLetter,
+from modpipe.core.errors import BudgetExhausted, InvalidRecord, ProviderError
+from modpipe.core.kafka import publish, report_lag
+from modpipe.core.metrics import Metrics
+from modpipe.core.records import (
     Escalation,
+    Incoming,
+    Outgoing,
     Post,
     ReviewItem,
     ReviewReason,
     Verdict,
+    dead_letter,
     encode,
     parse_escalation,
 )
+from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-COMMIT_INTERVAL_S = 0.1  # a crash re-decides at most this long of finished posts
-
-Output = tuple[str, bytes, bytes]  # topic, key, value
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -126,7 +124,7 @@ class EscalationWorker:
                     for record in records:
                         await self._start(record)
                         self.last_input = time.monotonic()
-                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                if time.monotonic() - last_commit >= s.escalation.commit_interval_s:
                     await self._commit()
                     last_commit = time.monotonic()
                 if max_posts is not None and self.processed >= max_posts:
@@ -180,27 +178,24 @@ class EscalationWorker:
         finally:
             self._slots.release()
 
-    async def _outputs(self, record: ConsumerRecord[bytes, bytes]) -> list[Output]:
+    async def _outputs(self, record: ConsumerRecord[bytes, bytes]) -> list[Outgoing]:
         t = self.settings.topics
         try:
             escalation, post = parse_escalation(
                 record.value, 4 * self.settings.kafka.max_message_bytes
             )
         except InvalidRecord as exc:
-            log.warning(
-                "dead letter topic=%s partition=%d offset=%d: %s",
+            msg = Incoming(
+                record.key,
+                record.value,
                 record.topic,
                 record.partition,
                 record.offset,
-                exc,
-            )
-            letter = DeadLetter.of(
-                record.value, record.key, record.topic, record.partition, record.offset, exc
+                record.timestamp / 1000,
             )
             self.metrics.dlq.labels(exc.reason).inc()
             self.metrics.posts.labels("escalator", "dlq").inc()
-            key = record.key or f"{record.topic}:{record.partition}:{record.offset}".encode()
-            return [(t.dlq, key, encode(letter))]
+            return [dead_letter(msg, exc, t.dlq)]
         key = post.post_id.encode()
         started = time.monotonic()
         if self.frontier is None:
@@ -215,7 +210,7 @@ class EscalationWorker:
         finally:
             self.metrics.stage_seconds.labels("escalate").observe(time.monotonic() - started)
         verdict = self._verdict(record, escalation, post, decided)
-        return [(t.verdicts, key, encode(verdict))]
+        return [Outgoing(t.verdicts, key, encode(verdict))]
 
     def _verdict(
         self, record: ConsumerRecord[Any, Any], escalation: Escalation, post: Post, decided: Decided
@@ -243,7 +238,7 @@ class EscalationWorker:
         post: Post,
         reason: ReviewReason,
         detail: str,
-    ) -> list[Output]:
+    ) -> list[Outgoing]:
         t = self.settings.topics
         latency_s = max(0.0, time.time() - record.timestamp / 1000)
         verdict = Verdict(
@@ -271,23 +266,16 @@ class EscalationWorker:
         self.metrics.posts.labels("escalator", "review").inc()
         key = post.post_id.encode()
         # The review item first: a reviewer must have the post before the platform is told.
-        return [(t.review, key, encode(item)), (t.verdicts, key, encode(verdict))]
+        return [Outgoing(t.review, key, encode(item)), Outgoing(t.verdicts, key, encode(verdict))]
 
-    async def _publish(self, records: list[Output]) -> None:
+    async def _send(self, r: Outgoing) -> Any:
         assert self._producer is not None
-        delay = 0.2
-        deadline = time.monotonic() + 120.0
-        for topic, key, value in records:
-            while True:
-                try:
-                    await self._producer.send_and_wait(topic, value, key=key)
-                    break
-                except KafkaError as exc:
-                    if time.monotonic() + delay > deadline:
-                        raise
-                    log.warning("publish to %s failed (%s); retrying", topic, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+        return await self._producer.send(r.topic, r.value, key=r.key)
+
+    async def _publish(self, records: list[Outgoing]) -> None:
+        # One at a time, in order: a review item is on Kafka before its verdict.
+        for record in records:
+            await publish(self._send, [record], self.settings.kafka.publish_deadline_s)
 
     async def _commit(self) -> None:
         # Commit only positions whose every earlier post has its output on Kafka.

@@ -1,4 +1,5 @@
-"""The triage tier: the Faust app, its topics, the wire records and the routing bands.
+"""The triage tier: the Faust app (app.py), one batch's triage (triage.py), the routing bands.
 
-Depends on `classifiers` (text -> scores) and never on `escalation`.
+Imports the ground (`modpipe.core`) and tier 1's public seam (`classifiers`: the
+`Classifier` protocol and `Classification`), never a backend module and never `escalation`.
 """

@@ -20,17 +20,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
 
 from classifiers import Classifier
-from modpipe.kafka import report_lag
-from modpipe.metrics import Metrics
-from modpipe.settings import Settings
-from streams.triage import Incoming, Outgoing, Triage
+from modpipe.core.kafka import publish, report_lag
+from modpipe.core.metrics import Metrics
+from modpipe.core.records import Incoming, Outgoing
+from modpipe.core.settings import Settings
+from streams.triage import Triage
 
 log = logging.getLogger(__name__)
-
-PUBLISH_DEADLINE_S = 120.0  # long enough to ride out a broker restart
 
 
 def build_app(settings: Settings, datadir: Path) -> faust.App:
@@ -46,7 +44,7 @@ def build_app(settings: Settings, datadir: Path) -> faust.App:
         topic_partitions=settings.kafka.partitions,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
-        broker_commit_interval=0.2,  # what a crash re-processes: up to this long of posts
+        broker_commit_interval=settings.triage.commit_interval_s,  # what a crash re-processes
         broker_session_timeout=settings.kafka.session_timeout_s,
         # The agent parks a finished batch during shutdown, so waiting for an empty
         # stream buffer would never end; unprocessed events are simply not acked.
@@ -83,7 +81,7 @@ class TriageWorker:
         self._between_batches = asyncio.Event()
         self._between_batches.set()
         self._last_activity = time.monotonic()
-        self.app = build_app(settings, settings.stack.home / "faust" / settings.app_id)
+        self.app = build_app(settings, settings.triage.state_dir / settings.app_id)
         topic = self.app.topic(
             settings.topics.posts,
             key_type=bytes,
@@ -145,36 +143,15 @@ class TriageWorker:
             for e in events
         ]
         result = await self.triage.process(batch)
-        await self._publish(result.records)
+        await publish(self._send, result.records, self.settings.kafka.publish_deadline_s)
         self.processed += len(batch)
         self._last_activity = time.monotonic()
         max_posts = self._max_posts
         if max_posts is not None and self.processed >= max_posts:
             self._stopping.set()
 
-    async def _publish(self, records: list[Outgoing]) -> None:
-        """Send all records, then wait for the broker to acknowledge every one."""
-        deadline = time.monotonic() + PUBLISH_DEADLINE_S
-        pending = records
-        delay = 0.2
-        while pending:
-            futures = [
-                await self.app.producer.send(r.topic, r.key, r.value, None, r.timestamp_s, None)
-                for r in pending
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [
-                r for r, res in zip(pending, results, strict=True) if isinstance(res, Exception)
-            ]
-            if not failed:
-                return
-            errors = {type(res).__name__ for res in results if isinstance(res, Exception)}
-            if time.monotonic() + delay > deadline:
-                raise KafkaError(f"could not publish {len(failed)} records: {sorted(errors)}")
-            log.warning("publish failed for %d records (%s); retrying", len(failed), errors)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            pending = failed
+    async def _send(self, r: Outgoing) -> Any:
+        return await self.app.producer.send(r.topic, r.key, r.value, None, r.timestamp_s, None)
 
     async def run(
         self,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from modpipe.settings import RoutingSettings
-from streams.records import Scores
+from modpipe.core.records import Scores
+from modpipe.core.settings import RoutingSettings
 
 Route = Literal["allow", "block", "escalate"]
 

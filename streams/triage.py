@@ -14,47 +14,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from classifiers import Classification, Classifier
-from modpipe.cost import CostModel
-from modpipe.errors import ClassifierError, InvalidRecord
-from modpipe.metrics import Metrics
-from modpipe.settings import Settings
-from streams.records import (
+from modpipe.core.cost import CostModel
+from modpipe.core.errors import ClassifierError, InvalidRecord
+from modpipe.core.metrics import Metrics
+from modpipe.core.records import (
     Action,
-    DeadLetter,
     Escalation,
+    Incoming,
+    Outgoing,
     Post,
     ReviewItem,
     ReviewReason,
     Tier,
     Verdict,
+    dead_letter,
     encode,
     parse_post,
 )
+from modpipe.core.settings import Settings
 from streams.routing import route
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One consumed Kafka message."""
-
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record to publish: topic, key, value bytes."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    timestamp_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -231,18 +211,7 @@ class Triage:
         self._metrics.review.labels(reason).inc()
 
     def _dead_letter(self, result: BatchResult, msg: Incoming, exc: InvalidRecord) -> None:
-        log.warning(
-            "dead letter topic=%s partition=%d offset=%d: %s",
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            exc,
-        )
-        letter = DeadLetter.of(msg.value, msg.key, msg.topic, msg.partition, msg.offset, exc)
-        key = (
-            msg.key if msg.key is not None else f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
-        )
-        result.records.append(Outgoing(self._topics.dlq, key, encode(letter)))
+        result.records.append(dead_letter(msg, exc, self._topics.dlq))
         result.dlq += 1
         self._outcome["dlq"].inc()
         self._metrics.dlq.labels(exc.reason).inc()

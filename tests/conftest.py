@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modpipe.settings import Settings, deep_merge, load_settings
+from modpipe.core.settings import Settings, deep_merge, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "default.yaml"
@@ -33,10 +33,11 @@ def make_settings() -> MakeSettings:
                 "escalations": f"t-{tag}-escalations",
                 "review": f"t-{tag}-review",
                 "dlq": f"t-{tag}-dlq",
+                "labels": f"t-{tag}-labels",
             },
             "escalation": {"group_id": f"test-escalator-{tag}"},
             "redis": {"key_prefix": f"test-{tag}"},
-            "metrics": {"port": 0},
+            "metrics": {"port": 0, "escalator_port": 0},
             "triage": {"audit_rate": 0.0},
         }
         return load_settings(CONFIG, deep_merge(unique, overrides))
@@ -47,3 +48,11 @@ def make_settings() -> MakeSettings:
 @pytest.fixture
 def settings(make_settings: MakeSettings) -> Settings:
     return make_settings()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A `pytestmark` in a conftest applies to nothing, so mark by folder here:
+    # `-m "not integration"` then really leaves out everything that needs Kafka or Redis.
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

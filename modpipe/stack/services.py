@@ -18,9 +18,9 @@ from typing import Literal
 
 import redis
 
-from modpipe.errors import StackError
-from modpipe.kafka import kafka_ready
-from modpipe.settings import Settings
+from modpipe.core.errors import StackError
+from modpipe.core.kafka import kafka_ready
+from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from modpipe.demo import Collector
-from modpipe.kafka import ensure_pipeline_topics
-from modpipe.settings import Settings, load_settings
+from modpipe.cli.demo import Collector
+from modpipe.core.kafka import ensure_pipeline_topics
+from modpipe.core.settings import Settings, load_settings
 from tests.conftest import CONFIG
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session", autouse=True)

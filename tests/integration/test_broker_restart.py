@@ -16,10 +16,10 @@ import pytest
 
 from classifiers import build_classifier
 from escalation.worker import EscalationWorker
-from modpipe.demo import Collector
-from modpipe.metrics import Metrics
-from modpipe.produce import publish
-from modpipe.settings import load_settings
+from modpipe.cli.demo import Collector
+from modpipe.cli.produce import publish
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import load_settings
 from modpipe.stack import stack_up
 from modpipe.stack.services import _recorded_pid, _services
 from streams.app import TriageWorker

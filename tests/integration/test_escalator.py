@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.demo import Collector
-from modpipe.metrics import Metrics
-from modpipe.produce import publish
-from modpipe.settings import Settings
+from modpipe.cli.demo import Collector
+from modpipe.cli.produce import publish
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import Settings
 from tests.integration.conftest import wait_until
 from tests.openai_wire_server import OpenAIWireServer, openai_wire_server
 
@@ -330,6 +330,7 @@ async def test_sigkill_mid_run_every_post_still_gets_a_verdict(
     env = {
         **os.environ,
         "MODPIPE_METRICS__PORT": "0",
+        "MODPIPE_METRICS__ESCALATOR_PORT": "0",
         "MODPIPE_ESCALATION__PROVIDER": "chat",
         "MODPIPE_ESCALATION__BASE_URL": wire.url,
         "MODPIPE_ESCALATION__GROUP_ID": settings.escalation.group_id,
@@ -337,7 +338,7 @@ async def test_sigkill_mid_run_every_post_still_gets_a_verdict(
         "MODPIPE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
         **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
     }
-    cmd = [sys.executable, "-m", "modpipe.cli", "escalator"]
+    cmd = [sys.executable, "-m", "modpipe", "escalator"]
     async with Collector(settings, marker="") as collector:
         await publish(
             settings.kafka.bootstrap,

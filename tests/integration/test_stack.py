@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modpipe.settings import load_settings
+from modpipe.core.settings import load_settings
 from tests.conftest import CONFIG
 
 
 def stack(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modpipe.cli", "stack", action],
+        [sys.executable, "-m", "modpipe", "stack", action],
         env=env,
         capture_output=True,
         text=True,

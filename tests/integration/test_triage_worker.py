@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from classifiers import Classification, build_classifier
-from modpipe.demo import Collector
-from modpipe.errors import ClassifierError
-from modpipe.kafka import consumer_lag
-from modpipe.metrics import Metrics
-from modpipe.produce import publish
-from modpipe.settings import Settings
+from modpipe.cli.demo import Collector
+from modpipe.cli.produce import publish
+from modpipe.core.errors import ClassifierError
+from modpipe.core.kafka import consumer_lag
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import Settings
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until
 
@@ -146,7 +146,7 @@ async def test_sigkill_mid_run_loses_nothing(settings: Settings, collector: Coll
         "MODPIPE_TRIAGE__BATCH_MAX": "100",
         **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
     }
-    cmd = [sys.executable, "-m", "modpipe.cli", "worker"]
+    cmd = [sys.executable, "-m", "modpipe", "worker"]
     await publish(settings.kafka.bootstrap, settings.topics.posts, posts(5000))
     proc = subprocess.Popen([*cmd, "--idle-exit", "30"], env=env)
     try:
@@ -177,7 +177,7 @@ async def test_sigterm_finishes_the_batch_and_commits(
         **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
     }
     await publish(settings.kafka.bootstrap, settings.topics.posts, posts(2000))
-    proc = subprocess.Popen([sys.executable, "-m", "modpipe.cli", "worker"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "modpipe", "worker"], env=env)
     await wait_until(lambda: len(accounted(collector)) >= 200, 60, "the first verdicts")
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 60) == 0
@@ -200,7 +200,7 @@ async def test_produce_from_stdin_reaches_the_worker(
     }
     lines = b"\n".join(posts(20)) + b"\nnot json\n\n"
     out = subprocess.run(
-        [sys.executable, "-m", "modpipe.cli", "produce", "-"],
+        [sys.executable, "-m", "modpipe", "produce", "-"],
         input=lines,
         env=env,
         capture_output=True,

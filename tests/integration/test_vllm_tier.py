@@ -8,9 +8,9 @@ import json
 import pytest
 
 from classifiers import build_classifier
-from modpipe.demo import Collector
-from modpipe.metrics import Metrics
-from modpipe.produce import publish
+from modpipe.cli.demo import Collector
+from modpipe.cli.produce import publish
+from modpipe.core.metrics import Metrics
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until
 from tests.vllm_wire_server import vllm_wire_server

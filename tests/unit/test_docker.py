@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from modpipe.metrics import Metrics
+from modpipe.core.metrics import Metrics
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
@@ -59,10 +59,10 @@ def test_prometheus_scrapes_the_ports_the_workers_serve() -> None:
         t for job in prom["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
-    base = int(compose["worker"]["environment"]["MODPIPE_METRICS__PORT"])
-    # The worker serves on the metrics port, the escalator on port + 1.
-    assert {f"worker:{base}", f"escalator:{base + 1}", "vllm:8000"} <= targets
-    assert f"127.0.0.1:{base + 1}:{base + 1}" in compose["escalator"]["ports"]
+    worker = int(compose["worker"]["environment"]["MODPIPE_METRICS__PORT"])
+    escalator = int(compose["escalator"]["environment"]["MODPIPE_METRICS__ESCALATOR_PORT"])
+    assert {f"worker:{worker}", f"escalator:{escalator}", "vllm:8000"} <= targets
+    assert f"127.0.0.1:{escalator}:{escalator}" in compose["escalator"]["ports"]
 
 
 def test_every_dashboard_query_names_an_exported_metric() -> None:

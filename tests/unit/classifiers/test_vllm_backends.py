@@ -9,7 +9,7 @@ import pytest
 
 from classifiers import build_classifier
 from classifiers.vllm_guard import codes_in, guard_prompt, p_unsafe
-from modpipe.errors import ClassifierError, ClassifierUnavailable
+from modpipe.core.errors import ClassifierError, ClassifierUnavailable
 from tests.vllm_wire_server import VllmWireServer, vllm_wire_server
 
 # The Llama Guard 3 model card's prompt for one user message, written out in full.

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from escalation import prompt
-from modpipe.errors import InvalidOutput
-from modpipe.settings import load_settings
+from modpipe.core.errors import InvalidOutput
+from modpipe.core.settings import load_settings
 from tests.conftest import CONFIG
 
 POLICY = load_settings(CONFIG).policy

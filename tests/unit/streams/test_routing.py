@@ -1,4 +1,4 @@
-from modpipe.settings import Band, RoutingSettings
+from modpipe.core.settings import Band, RoutingSettings
 from streams.routing import route
 
 BANDS = RoutingSettings(

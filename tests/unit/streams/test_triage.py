@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import pytest
 
 from classifiers import Classification
-from modpipe.errors import ClassifierError, ClassifierUnavailable
-from modpipe.metrics import Metrics
-from modpipe.settings import Settings
-from streams.triage import Incoming, Triage
+from modpipe.core.errors import ClassifierError, ClassifierUnavailable
+from modpipe.core.metrics import Metrics
+from modpipe.core.records import Incoming
+from modpipe.core.settings import Settings
+from streams.triage import Triage
 
 
 class FakeClassifier:

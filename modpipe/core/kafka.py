@@ -1,21 +1,62 @@
-"""Kafka helpers shared by both workers, the demo, the benchmark and the local stack."""
+"""Kafka helpers shared by both workers, the commands and the local stack.
+
+One way to publish what a worker owes (`publish`: send everything, wait for every
+acknowledgement, retry the failed ones until a deadline), one way to open a client
+(`client_options`), topic creation and the consumer-lag probe.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from prometheus_client import Gauge
 
-from modpipe.errors import StackError
-from modpipe.settings import Settings
+from modpipe.core.errors import StackError
+from modpipe.core.records import Outgoing
+from modpipe.core.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+
+Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
+"""Hands one record to a producer and returns the future of its acknowledgement."""
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection arguments shared by every aiokafka client modpipe opens."""
+    return {"bootstrap_servers": kafka.bootstrap}
+
+
+async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) -> None:
+    """Send all `records`, then wait for the broker to acknowledge every one.
+
+    Records that fail are sent again with backoff until `deadline_s` has passed (long
+    enough to ride out a broker restart); then KafkaError is raised and the caller must
+    not commit the offsets these records answer for.
+    """
+    deadline = time.monotonic() + deadline_s
+    pending = list(records)
+    delay = 0.2
+    while pending:
+        futures = [await send(r) for r in pending]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r, res in zip(pending, results, strict=True) if isinstance(res, Exception)]
+        if not failed:
+            return
+        errors = sorted({type(res).__name__ for res in results if isinstance(res, Exception)})
+        if time.monotonic() + delay > deadline:
+            raise KafkaError(f"could not publish {len(failed)} records: {errors}")
+        log.warning("publish failed for %d records (%s); retrying", len(failed), errors)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        pending = failed
 
 
 async def kafka_ready(bootstrap: str, timeout_s: float = 30.0) -> None:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modpipe.errors import ConfigError
+from modpipe.core.errors import ConfigError
 
 
 @dataclass

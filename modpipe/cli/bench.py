@@ -13,6 +13,7 @@ Figures are posts per second and ratios to the baseline from the same run.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
@@ -23,11 +24,11 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from classifiers import Classification, Classifier, build_classifier
-from modpipe.errors import ClassifierError
-from modpipe.kafka import ensure_topics
-from modpipe.metrics import Metrics
-from modpipe.produce import publish
-from modpipe.settings import Settings, deep_merge, load_settings
+from modpipe.cli.produce import publish
+from modpipe.core.errors import ClassifierError
+from modpipe.core.kafka import ensure_topics
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import Settings, deep_merge, load_settings
 
 TEXTS = [
     "have a nice day",
@@ -89,7 +90,7 @@ async def faust_minimal(settings: Settings, n: int) -> float:
     """Seconds for a bare Faust agent, tuned like the triage worker, to pass `n` posts on."""
     from streams.app import build_app
 
-    app = build_app(settings, settings.stack.home / "faust" / settings.app_id)
+    app = build_app(settings, settings.triage.state_dir / settings.app_id)
     out = settings.topics.verdicts
     done = asyncio.Event()
     seen: list[float] = []
@@ -188,3 +189,14 @@ async def run_bench(base: Settings, config_path: Any, posts: int, batch: int) ->
     for name, rate in rows:
         print(f"{name:<16} {rate:>10,.0f} {rate / rows[0][1]:>7.2f}x")
     return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(run_bench(settings, args.config, args.posts, args.batch))
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("bench", help="triage throughput beside a raw aiokafka baseline")
+    s.add_argument("--posts", type=int, default=30000)
+    s.add_argument("--batch", type=int, default=1000, help="triage.batch_max for the runs")
+    s.set_defaults(func=cmd_bench)

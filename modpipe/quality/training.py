@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import make_pipeline, make_union
 
-from classifiers.datasets import Labelled
+from modpipe.quality.datasets import Labelled
 
 
 def build_pipeline() -> Any:

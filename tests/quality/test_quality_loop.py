@@ -48,7 +48,7 @@ HATECHECK_ARGS = [
 
 
 def modpipe(*args: str, config: Path | None = None) -> str:
-    cmd = [sys.executable, "-m", "modpipe.cli"]
+    cmd = [sys.executable, "-m", "modpipe"]
     if config:
         cmd += ["--config", str(config)]
     out = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=ROOT)

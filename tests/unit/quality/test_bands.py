@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from modpipe.quality import band_table, best_for_error, best_for_escalation, clopper_pearson_upper
+from modpipe.quality.bands import (
+    band_table,
+    best_for_error,
+    best_for_escalation,
+    clopper_pearson_upper,
+)
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ for `modpipe cost` projections.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
-from modpipe.settings import FrontierPrice, PriceSettings
+from modpipe.core.settings import FrontierPrice, PriceSettings
 
 CHARS_PER_TOKEN = 4.0
 
@@ -147,13 +147,13 @@ def break_even_tokens_per_day(cost: CostModel, w: Workload) -> float | None:
     return hi
 
 
-def run_cost(cost: CostModel, w: Workload, as_json: bool) -> int:
-    """Print the projection as a table, or as one JSON object."""
-    arch = project(cost, w)
-    breakeven = break_even_tokens_per_day(cost, w)
+def projection_report(cost: CostModel, w: Workload) -> dict[str, Any]:
+    """The projection as one JSON-ready object: each architecture, break-even, assumptions."""
     price = cost.frontier_price(w.frontier_model)
     small = cost.prices.small
-    assumptions = {
+    out: dict[str, Any] = {name: asdict(a) for name, a in project(cost, w).items()}
+    out["break_even_tokens_per_day"] = break_even_tokens_per_day(cost, w)
+    out["assumptions"] = {
         **asdict(w),
         "tokens_per_day": w.tokens_per_day,
         "frontier_input_per_mtok": price.input_per_mtok,
@@ -164,23 +164,4 @@ def run_cost(cost: CostModel, w: Workload, as_json: bool) -> int:
         "small_ops_monthly_usd": small.ops_monthly_usd,
         "days_per_month": DAYS_PER_MONTH,
     }
-    if as_json:
-        out = {name: asdict(a) for name, a in arch.items()}
-        out["break_even_tokens_per_day"] = breakeven  # type: ignore[assignment]
-        out["assumptions"] = assumptions
-        print(json.dumps(out, indent=2))
-        return 0
-    print("assumptions:")
-    for key, value in assumptions.items():
-        print(f"  {key:<26} {value}")
-    print(f"\n{'architecture':<15} {'monthly USD':>14}   parts")
-    for name, a in arch.items():
-        parts = ", ".join(f"{k}={v:,.0f}" for k, v in a.parts.items())
-        print(f"{name:<15} {a.monthly_usd:>14,.0f}   {parts}")
-    ratio = arch["frontier_only"].monthly_usd / max(arch["hybrid"].monthly_usd, 1e-9)
-    print(f"\nfrontier-only / hybrid = {ratio:.1f}x")
-    if breakeven is None:
-        print("hybrid never costs less than frontier-only at these prices")
-    else:
-        print(f"hybrid is cheaper than frontier-only above {breakeven / 1e6:,.1f}M tokens/day")
-    return 0
+    return out

@@ -1,6 +1,7 @@
 """Settings: one validated object, built once at start and passed down.
 
-Values come from a YAML file (`configs/default.yaml` unless `--config` names another),
+Values come from a YAML file (the `default.yaml` shipped in the `configs` package unless
+`--config` or `MODPIPE_CONFIG` names another),
 overridden by environment variables with the prefix `MODPIPE_` and `__` between nesting
 levels (`MODPIPE_KAFKA__BOOTSTRAP=127.0.0.1:9092`). Unknown keys are errors, so a
 misspelled option fails at start instead of being silently ignored. The only secret,
@@ -9,7 +10,9 @@ misspelled option fails at start instead of being silently ignored. The only sec
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,13 +24,27 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modpipe.errors import ConfigError
+from modpipe.core.errors import ConfigError
 
-DEFAULT_CONFIG = Path("configs/default.yaml")
+CONFIG_ENV = "MODPIPE_CONFIG"
+
+
+def packaged_config() -> Path:
+    """The default settings file shipped inside the installed `configs` package."""
+    return Path(str(resources.files("configs").joinpath("default.yaml")))
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """The settings file to read: `explicit`, else $MODPIPE_CONFIG, else the packaged one."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else packaged_config()
 
 
 class Section(BaseModel):
@@ -39,6 +56,7 @@ class KafkaSettings(Section):
     partitions: int = Field(4, ge=1)
     max_message_bytes: int = Field(65536, ge=256)
     session_timeout_s: float = Field(10.0, ge=6)
+    publish_deadline_s: float = Field(120.0, gt=0)
 
 
 class TopicSettings(Section):
@@ -47,6 +65,7 @@ class TopicSettings(Section):
     escalations: str = "moderation.escalations"
     review: str = "moderation.review"
     dlq: str = "moderation.dlq"
+    labels: str = "moderation.labels"
 
 
 class TriageSettings(Section):
@@ -54,6 +73,13 @@ class TriageSettings(Section):
     batch_within_s: float = Field(0.05, gt=0)
     audit_rate: float = Field(0.001, ge=0, le=1)
     on_classifier_failure: Literal["escalate", "review"] = "escalate"
+    commit_interval_s: float = Field(0.2, gt=0)
+    state_dir: Path = Path("~/.cache/modpipe/faust")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
 
 class Band(Section):
@@ -112,6 +138,7 @@ class EscalationSettings(Section):
     daily_budget_usd: float = Field(500.0, ge=0)
     breaker_failures: int = Field(5, ge=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)
+    commit_interval_s: float = Field(0.1, gt=0)
 
 
 class RedisSettings(Section):
@@ -120,6 +147,8 @@ class RedisSettings(Section):
     cache_ttl_s: int = Field(604800, ge=1)
     lock_ttl_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(0.5, gt=0)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_cooldown_s: float = Field(5.0, gt=0)
 
 
 class FrontierPrice(Section):
@@ -148,6 +177,7 @@ class PriceSettings(Section):
 class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    escalator_port: int = Field(9465, ge=0, le=65535)
 
 
 class StackSettings(Section):
@@ -231,8 +261,12 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_settings(path: Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read, merge and validate settings; any problem is a ConfigError naming the setting."""
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read, merge and validate settings; any problem is a ConfigError naming the setting.
+
+    `path` defaults to $MODPIPE_CONFIG, else the packaged default.
+    """
+    path = config_path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -240,9 +274,12 @@ def load_settings(path: Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None 
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at top level")
     data = deep_merge(data, overrides or {})
-    policy_path = Path(data.get("policy_file", "policy.yaml"))
-    if not policy_path.is_absolute():
-        policy_path = path.parent / policy_path
+    if "policy_file" in data:  # relative to the settings file that names it
+        policy_path = Path(data["policy_file"]).expanduser()
+        if not policy_path.is_absolute():
+            policy_path = path.parent / policy_path
+    else:
+        policy_path = packaged_config().parent / "policy.yaml"
     try:
         data["policy"] = yaml.safe_load(policy_path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -263,3 +300,13 @@ def load_settings(path: Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None 
     if unknown:
         raise ConfigError(f"classifier.labels names unknown categories: {sorted(unknown)}")
     return settings
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, every secret shown as `**********` (or null)."""
+    data = settings.model_dump(mode="json", exclude={"policy"})  # nested SecretStr: ******
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if field.exclude and (value is None or isinstance(value, SecretStr)):
+            data[name] = None if value is None else "**********"
+    return data

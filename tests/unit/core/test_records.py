@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from modpipe.errors import InvalidRecord
-from streams.records import DeadLetter, parse_escalation, parse_post
+from modpipe.core.errors import InvalidRecord
+from modpipe.core.records import DeadLetter, Incoming, dead_letter, parse_escalation, parse_post
 
 MAX = 1024
 
@@ -41,14 +41,24 @@ def test_invalid_posts_say_why(raw: bytes | None, reason: str, needle: str) -> N
 
 
 def test_dead_letter_keeps_raw_bytes_and_origin() -> None:
+    msg = Incoming(b"k", b"\x00garbage", "posts", 3, 42, 0.0)
     try:
-        parse_post(b"\x00garbage", MAX)
+        parse_post(msg.value, MAX)
     except InvalidRecord as exc:
-        letter = DeadLetter.of(b"\x00garbage", b"k", "posts", 3, 42, exc)
+        out = dead_letter(msg, exc, "dlq")
+    letter = DeadLetter.model_validate_json(out.value)
+    assert (out.topic, out.key) == ("dlq", b"k")
     assert base64.b64decode(letter.value_b64) == b"\x00garbage"
+    assert base64.b64decode(letter.key_b64 or "") == b"k"
     assert (letter.topic, letter.partition, letter.offset) == ("posts", 3, 42)
     assert letter.reason == "json"
     assert "not UTF-8 JSON" in letter.error
+
+
+def test_a_dead_letter_without_a_key_is_keyed_by_its_origin() -> None:
+    out = dead_letter(Incoming(None, b"[]", "posts", 1, 7, 0.0), InvalidRecord("x", "json"), "dlq")
+    assert out.key == b"posts:1:7"
+    assert DeadLetter.model_validate_json(out.value).key_b64 is None
 
 
 def test_escalation_carries_a_valid_post() -> None:

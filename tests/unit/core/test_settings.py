@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from modpipe.errors import ConfigError
-from modpipe.settings import load_settings
+from modpipe.core.errors import ConfigError
+from modpipe.core.settings import load_settings
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "default.yaml"
 

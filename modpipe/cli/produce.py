@@ -6,16 +6,18 @@ worker's job, and its DLQ is where a platform sees what it sent wrong.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
 
-from modpipe.kafka import ensure_pipeline_topics
-from modpipe.settings import Settings
+from modpipe.core.kafka import ensure_pipeline_topics
+from modpipe.core.settings import Settings
 
 
 def key_of(line: bytes) -> bytes | None:
@@ -73,3 +75,13 @@ async def run_produce(settings: Settings, path: str) -> int:
             )
     print(f"published {count} posts to {settings.topics.posts}")
     return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(run_produce(settings, args.file))
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("produce", help="publish posts from JSONL (- = stdin)")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_produce)

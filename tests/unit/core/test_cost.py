@@ -1,11 +1,13 @@
-import json
-import subprocess
-import sys
-
 import pytest
 
-from modpipe.cost import CostModel, Workload, break_even_tokens_per_day, estimate_tokens, project
-from modpipe.settings import FrontierPrice, PriceSettings, SmallPrice
+from modpipe.core.cost import (
+    CostModel,
+    Workload,
+    break_even_tokens_per_day,
+    estimate_tokens,
+    project,
+)
+from modpipe.core.settings import FrontierPrice, PriceSettings, SmallPrice
 
 PRICES = PriceSettings(
     frontier={"m": FrontierPrice(input_per_mtok=2.0, output_per_mtok=8.0)},
@@ -54,18 +56,3 @@ def test_break_even_is_where_the_two_costs_meet() -> None:
 
 def test_token_estimate_is_four_chars_per_token() -> None:
     assert estimate_tokens("a" * 40) == 10 and estimate_tokens("") == 1
-
-
-def test_cost_command_json_has_the_three_architectures() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "modpipe.cli", "cost", "--tokens-per-day", "1e9", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    data = json.loads(out.stdout)
-    for name in ("frontier_only", "small_only", "hybrid"):
-        assert data[name]["monthly_usd"] > 0 and data[name]["parts"]
-    assert data["hybrid"]["monthly_usd"] < data["frontier_only"]["monthly_usd"]
-    assert data["break_even_tokens_per_day"] > 0
-    assert data["assumptions"]["posts_per_day"] == 2e8

@@ -8,19 +8,45 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
-from modpipe.errors import InvalidRecord
+from modpipe.core.errors import InvalidRecord
+
+log = logging.getLogger(__name__)
 
 Action = Literal["allow", "block", "review"]
-Tier = Literal["small", "frontier", "cache", "fallback"]
+Tier = Literal["small", "frontier", "cache", "fallback", "human"]
 Scores = dict[str, float]
 ReviewReason = Literal["audit", "provider_failed", "budget", "no_provider", "classifier_failed"]
 
 MAX_POST_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed Kafka message, as either worker received it."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to publish: topic, key, value bytes, and optionally the timestamp to keep."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    timestamp_s: float | None = None
 
 
 def now_rfc3339() -> str:
@@ -96,6 +122,19 @@ class ReviewItem(BaseModel):
     queued_at: str = Field(default_factory=now_rfc3339)
 
 
+class Label(BaseModel):
+    """A reviewer's decision on `moderation.labels`: the audit log and tier 1's training data."""
+
+    post: dict[str, Any]  # the post as received
+    action: Literal["allow", "block"]
+    categories: list[str]
+    source: Literal["human"] = "human"
+    reviewer: str
+    reason: str  # why the post was in review (a ReviewReason)
+    note: str = ""
+    decided_at: str = Field(default_factory=now_rfc3339)
+
+
 class DeadLetter(BaseModel):
     """A value no consumer could read, kept whole for operators."""
 
@@ -108,26 +147,31 @@ class DeadLetter(BaseModel):
     reason: str
     failed_at: str = Field(default_factory=now_rfc3339)
 
-    @classmethod
-    def of(
-        cls,
-        value: bytes | None,
-        key: bytes | None,
-        topic: str,
-        partition: int,
-        offset: int,
-        error: InvalidRecord,
-    ) -> DeadLetter:
-        """A dead letter for the raw `value` found at topic/partition/offset."""
-        return cls(
-            value_b64=base64.b64encode(value or b"").decode(),
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            error=str(error),
-            reason=error.reason,
-        )
+
+def dead_letter(msg: Incoming, error: InvalidRecord, dlq_topic: str) -> Outgoing:
+    """The DLQ record for `msg`: its raw bytes, where it was found, and why it was refused.
+
+    Keyed by the original key, or by topic:partition:offset when it had none, so every
+    dead letter can be traced back to the exact message.
+    """
+    log.warning(
+        "dead letter topic=%s partition=%d offset=%d: %s",
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        error,
+    )
+    letter = DeadLetter(
+        value_b64=base64.b64encode(msg.value or b"").decode(),
+        key_b64=base64.b64encode(msg.key).decode() if msg.key is not None else None,
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        error=str(error),
+        reason=error.reason,
+    )
+    key = msg.key if msg.key else f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
+    return Outgoing(dlq_topic, key, encode(letter))
 
 
 def _errors(exc: ValidationError) -> str:

@@ -1,19 +1,22 @@
-"""What `modpipe eval` and `modpipe calibrate` run and print (the arithmetic is in
-modpipe/quality.py)."""
+"""`modpipe train`, `eval` and `calibrate`: the quality loop's commands (the work is in
+modpipe/quality/)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from classifiers import build_classifier
-from classifiers.datasets import Labelled
 from escalation.prompt import system_prompt
-from modpipe.cost import estimate_tokens
-from modpipe.quality import (
+from modpipe.core.cost import estimate_tokens
+from modpipe.core.errors import ConfigError
+from modpipe.core.settings import RoutingSettings, Settings, config_path
+from modpipe.quality.bands import (
     band_table,
     best_for_error,
     best_for_escalation,
@@ -25,7 +28,8 @@ from modpipe.quality import (
     score,
     write_config,
 )
-from modpipe.settings import RoutingSettings, Settings
+from modpipe.quality.datasets import Labelled, load_labelled
+from modpipe.quality.training import train
 
 CHECK_KEYS = (
     "n",
@@ -113,3 +117,69 @@ def run_calibrate(
     summary = {k: checked[k] for k in CHECK_KEYS}
     print(json.dumps({"written": str(out), "check_split": summary}, indent=2))
     return 0
+
+
+def _data(args: argparse.Namespace) -> Labelled:
+    positive = tuple(args.positive or ("1", "true", "True"))
+    return load_labelled(args.data, args.text_col, args.label_col, positive, args.group_col)
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    meta = train(_data(args), args.out, settings.policy.cpu_category)
+    print(json.dumps(meta, indent=2))
+    print(f"use it with: MODPIPE_CLASSIFIER__MODEL_PATH={args.out}")
+    return 0
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    return run_eval(settings, _data(args), args.png, args.frontier, args.json)
+
+
+def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    if (args.target_escalation is None) == (args.max_auto_error is None):
+        raise ConfigError("give either --target-escalation or --max-auto-error")
+    return run_calibrate(
+        settings,
+        _data(args),
+        config_path(args.config),
+        args.out,
+        args.target_escalation,
+        args.max_auto_error,
+        args.confidence,
+    )
+
+
+def data_args(p: argparse.ArgumentParser) -> None:
+    """Where labelled data comes from and which columns hold what."""
+    p.add_argument("--data", type=Path, required=True, help="labelled JSONL or CSV")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--label-col", default="label")
+    p.add_argument(
+        "--positive",
+        action="append",
+        default=None,
+        help="a label value meaning violating (repeatable; default 1, true)",
+    )
+    p.add_argument("--group-col", help="report per-group quality (e.g. functionality)")
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("train", help="train the CPU classifier on labelled data")
+    data_args(s)
+    s.add_argument("--out", type=Path, required=True, help="model directory to write")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="quality of tier 1 at the configured bands")
+    data_args(s)
+    s.add_argument("--frontier", type=Path, help="recorded frontier verdicts (JSONL)")
+    s.add_argument("--png", type=Path, default=Path("eval.png"))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("calibrate", help="choose bands from labelled data")
+    data_args(s)
+    s.add_argument("--target-escalation", type=float)
+    s.add_argument("--max-auto-error", type=float)
+    s.add_argument("--confidence", type=float, default=0.95)
+    s.add_argument("--out", type=Path, required=True, help="settings file to write")
+    s.set_defaults(func=cmd_calibrate)

@@ -18,10 +18,10 @@ import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from classifiers import Classifier
-from classifiers.datasets import Labelled
-from modpipe.cost import CostModel, estimate_tokens
-from modpipe.errors import ConfigError
-from modpipe.settings import RoutingSettings, Settings
+from modpipe.core.cost import CostModel, estimate_tokens
+from modpipe.core.errors import ConfigError
+from modpipe.core.settings import RoutingSettings, Settings
+from modpipe.quality.datasets import Labelled
 from streams.routing import route
 
 BATCH = 512

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from escalation.resilience import CircuitBreaker, retry
-from modpipe.errors import BudgetExhausted, CircuitOpen, InvalidOutput, ProviderUnavailable
+from modpipe.core.errors import BudgetExhausted, CircuitOpen, InvalidOutput, ProviderUnavailable
+from modpipe.core.resilience import CircuitBreaker, retry
 
 
 def test_breaker_opens_then_lets_one_probe_through(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ borderline, repeated and malformed posts, and waits until every post is accounte
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -21,9 +22,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from modpipe.kafka import ensure_pipeline_topics, topic_partitions
-from modpipe.produce import publish
-from modpipe.settings import Settings
+from modpipe.cli.produce import publish
+from modpipe.core.kafka import ensure_pipeline_topics, topic_partitions
+from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
     from classifiers import build_classifier
     from escalation.frontier import build_frontier
     from escalation.worker import EscalationWorker
-    from modpipe.metrics import Metrics
+    from modpipe.core.metrics import Metrics
     from modpipe.stack import stack_up
     from streams.app import TriageWorker
 
@@ -256,3 +257,14 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
     print(report(out, ids, malformed))
     print(f"elapsed              {elapsed:.1f}s")
     return 0 if out.unaccounted(ids, malformed) == 0 else 1
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(run_demo(settings, posts=args.posts, timeout_s=args.timeout))
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("demo", help="the whole pipeline on generated posts, with a report")
+    s.add_argument("--posts", type=int, default=3000)
+    s.add_argument("--timeout", type=float, default=180.0)
+    s.set_defaults(func=cmd_demo)
