@@ -16,12 +16,19 @@ from modpipe.core.errors import ClassifierError, ClassifierUnavailable
 
 log = logging.getLogger(__name__)
 
+
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 4.0
 
 
+def server_root(base_url: str) -> str:
+    """vLLM's root: `/classify`, `/tokenize` and `/version` are beside `/v1`, not under it."""
+    return base_url.rstrip("/").removesuffix("/v1")
+
+
 class VllmHttp:
-    """POSTs JSON to a vLLM server; retries 5xx, timeouts and unreadable bodies."""
+    """Sends JSON to a vLLM server (paths from its root); retries 5xx, timeouts and
+    unreadable bodies."""
 
     def __init__(
         self, base_url: str, timeout_s: float, max_attempts: int, max_in_flight: int
@@ -37,8 +44,15 @@ class VllmHttp:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._rng = random.Random()
 
+    async def get(self, path: str) -> dict[str, Any]:
+        """The JSON reply to a GET; ClassifierUnavailable after the last failed attempt."""
+        return await self._send("GET", path, None)
+
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """The JSON reply; ClassifierUnavailable after the last failed attempt."""
+        return await self._send("POST", path, body)
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         last: Exception | None = None
         for attempt in range(self._attempts):
             if attempt:
@@ -46,7 +60,7 @@ class VllmHttp:
                 await asyncio.sleep(self._rng.uniform(0, cap))
             try:
                 async with self._slots:
-                    response = await self._client.post(path, json=body)
+                    response = await self._client.request(method, path, json=body)
                 if response.status_code >= 500 or response.status_code == 429:
                     last = ClassifierUnavailable(f"{path}: HTTP {response.status_code}")
                     continue

@@ -1,87 +1,65 @@
 """The `vllm-guard` backend: Llama Guard 3 on vLLM's `/v1/completions`.
 
-The prompt is the model card's template, byte for byte: the fixed policy first (so
-vLLM's prefix cache serves it from memory for every post), the post last as the only
-`User` turn. P(unsafe) is the softmax over the `safe` and `unsafe` logprobs at the
-first non-whitespace generated position. The category line (S-codes) is read from the
-same generation, or from a second short one forced after "unsafe" when the model said
-safe but the post is above the allow line; S-codes map onto the policy through
-`llama_guard` in configs/policy.yaml. A post without a usable answer is an item error
-(escalated by triage), never a guess.
+Each prompt is sent as token ids built here (guard_prompt.py): the model card's template,
+one BOS, a post that cannot inject special tokens. The fixed policy comes first, so vLLM's
+prefix cache serves it from memory for every post. P(unsafe) is the two-way softmax of the
+`unsafe` and `safe` logprobs at the first generated word, both asked for by token id
+(`logprob_token_ids`, vLLM >= 0.26). The category line (S-codes) is read from the same
+generation, or from a second one forced after "unsafe" when the model said safe but the
+post is above the allow line; S-codes map onto the policy through `llama_guard` in
+configs/policy.yaml. A post without a usable answer, or too long for the served context,
+is an item error (escalated by triage) that costs only itself, never a guess.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from classifiers.base import Classification
-from classifiers.http import VllmHttp
-from modpipe.core.errors import ClassifierError
+from classifiers.guard_prompt import MAX_TOKENS, GuardPrompt, guard_text, load_tokenizer
+from classifiers.http import VllmHttp, server_root
+from classifiers.vllm_server import ServedModel, check_server
+from modpipe.core.errors import ClassifierError, ConfigError
 from modpipe.core.settings import Settings
 
-GUARD_CATEGORIES = (
-    "S1: Violent Crimes.",
-    "S2: Non-Violent Crimes.",
-    "S3: Sex Crimes.",
-    "S4: Child Exploitation.",
-    "S5: Defamation.",
-    "S6: Specialized Advice.",
-    "S7: Privacy.",
-    "S8: Intellectual Property.",
-    "S9: Indiscriminate Weapons.",
-    "S10: Hate.",
-    "S11: Self-Harm.",
-    "S12: Sexual Content.",
-    "S13: Elections.",
-    "S14: Code Interpreter Abuse.",
-)
-PROMPT_HEAD = (
-    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
-    "Task: Check if there is unsafe content in 'User' messages in conversations according "
-    "our safety policy with the below categories.\n\n"
-    "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + "\n".join(GUARD_CATEGORIES) + "\n"
-    "<END UNSAFE CONTENT CATEGORIES>\n\n"
-    "<BEGIN CONVERSATION>\n\n"
-    "User: "
-)
-PROMPT_TAIL = (
-    "\n\n<END CONVERSATION>\n\n"
-    "Provide your safety assessment for ONLY THE LAST User message in the above "
-    "conversation:\n"
-    " - First line must read 'safe' or 'unsafe'.\n"
-    " - If unsafe, a second line must include a comma-separated list of violated "
-    "categories. <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-)
-TOP_LOGPROBS = 20
 _CODES = re.compile(r"\bS(1[0-4]|[1-9])\b")
+_ID = "token_id:"
+# Words, digits, accents, an emoji and CJK: enough to tell two tokenizers apart.
+TOKENIZER_PROBE = "Is this the same tokenizer? Ünïcödé 42 🚀 日本語"
 
 
-def guard_prompt(text: str) -> str:
-    """Llama Guard 3's prompt for one post (the chat template trims the message)."""
-    return PROMPT_HEAD + text.strip() + PROMPT_TAIL
+def _token_id(name: str) -> int | None:
+    """The id in vLLM's `token_id:N` form (return_tokens_as_token_ids)."""
+    return int(name[len(_ID) :]) if name.startswith(_ID) and name[len(_ID) :].isdigit() else None
 
 
-def p_unsafe(top_logprobs: Sequence[dict[str, float]], tokens: Sequence[str]) -> float | None:
-    """Softmax of `unsafe` over {safe, unsafe} at the first non-whitespace position; None
-    when neither is among the top logprobs there or a logprob is not a number."""
-    for position, token in enumerate(tokens):
-        if not token.strip():
-            continue
-        candidates = top_logprobs[position] if position < len(top_logprobs) else {}
-        by_word: dict[str, float] = {}
-        for tok, lp in (candidates or {}).items():
-            word = tok.strip().lower()
-            if word in ("safe", "unsafe"):
-                by_word[word] = max(lp, by_word.get(word, -math.inf))
-        if not by_word or any(not math.isfinite(v) for v in by_word.values()):
+def p_unsafe(logprobs: dict[str, Any], prompt: GuardPrompt) -> float | None:
+    """Softmax of `unsafe` over {safe, unsafe} at the first non-whitespace generated token;
+    None when that token is neither word, or a logprob is missing or not a number."""
+    tokens = logprobs.get("tokens") or []
+    top = logprobs.get("top_logprobs") or []
+    for position, name in enumerate(tokens):
+        token = _token_id(str(name))
+        if token is None:
             return None
-        # A word missing from the top-k is at most as likely as the least likely shown.
-        floor = min(candidates.values())
-        safe, unsafe = by_word.get("safe", floor), by_word.get("unsafe", floor)
-        return 1.0 / (1.0 + math.exp(safe - unsafe))
+        if not prompt.token_name(token).strip():
+            continue
+        if token not in (prompt.safe_id, prompt.unsafe_id) or position >= len(top):
+            return None
+        candidates = top[position] or {}
+        safe = candidates.get(f"{_ID}{prompt.safe_id}")
+        unsafe = candidates.get(f"{_ID}{prompt.unsafe_id}")
+        if not isinstance(safe, int | float) or not isinstance(unsafe, int | float):
+            return None
+        if not (math.isfinite(safe) and math.isfinite(unsafe)):
+            return None
+        # vLLM clamps logprobs at -9999, so the difference may overflow exp().
+        diff = min(max(safe - unsafe, -700.0), 700.0)
+        return 1.0 / (1.0 + math.exp(diff))
     return None
 
 
@@ -98,30 +76,66 @@ class GuardClassifier:
     kind: Literal["cpu", "gpu"] = "gpu"
 
     def __init__(
-        self, http: VllmHttp, model: str, mapping: dict[str, str | None], allow_below: float
+        self,
+        http: VllmHttp,
+        prompt: GuardPrompt,
+        model: str,
+        mapping: dict[str, str | None],
+        allow_below: float,
     ) -> None:
         self._http = http
+        self._prompt = prompt
         self.model = model
         self._mapping = mapping
         self._allow_below = allow_below
+        self._served: ServedModel | None = None
+        self._checking = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardClassifier:
         c = settings.classifier
         bands = settings.routing
         lowest = min([bands.allow_below, *(b.allow_below for b in bands.per_category.values())])
-        http = VllmHttp(c.base_url, c.timeout_s, c.max_attempts, c.max_in_flight)
-        return cls(http, c.model, settings.policy.llama_guard, lowest)
+        prompt = GuardPrompt(load_tokenizer(c.tokenizer_path))
+        http = VllmHttp(server_root(c.base_url), c.timeout_s, c.max_attempts, c.max_in_flight)
+        return cls(http, prompt, c.model, settings.policy.llama_guard, lowest)
 
-    async def _complete(self, prompts: list[str], max_tokens: int) -> list[dict[str, Any]]:
+    async def served(self) -> ServedModel:
+        """The server's version and context length, and its tokenizer, checked once."""
+        async with self._checking:
+            if self._served is None:
+                served = await check_server(self._http, self.model)
+                await self._check_tokenizer()
+                self._served = served
+        return self._served
+
+    async def _check_tokenizer(self) -> None:
+        """The ids built here must be the served model's: vLLM's `/tokenize` of a rendered
+        prompt (no BOS added: the text has its own) must give the same ids."""
+        text = guard_text(TOKENIZER_PROBE)
         reply = await self._http.post(
-            "/completions",
+            "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False}
+        )
+        theirs, ours = reply.get("tokens"), self._prompt.ids(TOKENIZER_PROBE)
+        if theirs != ours:
+            raise ConfigError(
+                f"{self.model}'s tokenizer on the server is not the one in use here "
+                "(classifier.tokenizer_path): vllm-guard needs a Llama 3 tokenizer model"
+            )
+
+    async def _complete(self, prompts: list[list[int]]) -> list[dict[str, Any]]:
+        reply = await self._http.post(
+            "/v1/completions",
             {
                 "model": self.model,
                 "prompt": prompts,
-                "max_tokens": max_tokens,
+                "max_tokens": MAX_TOKENS,
                 "temperature": 0,
-                "logprobs": TOP_LOGPROBS,
+                "logprobs": 1,
+                "logprob_token_ids": [self._prompt.safe_id, self._prompt.unsafe_id],
+                "return_tokens_as_token_ids": True,
+                # The ids carry their own BOS; a text prompt would get a second one.
+                "add_special_tokens": False,
             },
         )
         try:
@@ -137,34 +151,46 @@ class GuardClassifier:
         return choices
 
     async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
-        prompts = [guard_prompt(t) for t in texts]
-        choices = await self._complete(prompts, max_tokens=10)
-        results: list[Classification | ClassifierError] = []
+        served = await self.served()
+        # A prompt over the context fails vLLM's whole request (HTTP 400), so a long post
+        # stays out of the batch; the forced pass adds its own tokens to the same prompt.
+        budget = served.max_model_len - MAX_TOKENS - len(self._prompt.forced_ids)
+        results: list[Classification | ClassifierError | None] = [None] * len(texts)
+        prompts: dict[int, list[int]] = {}
+        for i, text in enumerate(texts):
+            ids = self._prompt.ids(text)
+            if len(ids) > budget:
+                results[i] = ClassifierError(
+                    f"post is a {len(ids)}-token prompt; the served context allows {budget}"
+                )
+            else:
+                prompts[i] = ids
+        order = list(prompts)
+        choices = await self._complete([prompts[i] for i in order]) if order else []
+        parsed: dict[int, tuple[float, list[str], int]] = {}
         need_codes: list[int] = []
-        parsed: list[tuple[float, list[str], int] | None] = []
-        for i, ch in enumerate(choices):
-            logprobs = ch.get("logprobs") or {}
-            p = p_unsafe(logprobs.get("top_logprobs") or [], logprobs.get("tokens") or [])
-            codes = codes_in(ch.get("text", ""))
-            parsed.append(None if p is None else (p, codes, ch["_tokens"]))
-            if p is not None and p >= self._allow_below and not codes:
+        for i, ch in zip(order, choices, strict=True):
+            p = p_unsafe(ch.get("logprobs") or {}, self._prompt)
+            if p is None:
+                results[i] = ClassifierError("no safe/unsafe answer at the first position")
+                continue
+            parsed[i] = (p, codes_in(ch.get("text", "")), ch["_tokens"])
+            if p >= self._allow_below and not parsed[i][1]:
                 need_codes.append(i)
         if need_codes:
-            forced = await self._complete([prompts[i] + "unsafe\n" for i in need_codes], 8)
+            forced = await self._complete(
+                [prompts[i] + self._prompt.forced_ids for i in need_codes]
+            )
             for i, ch in zip(need_codes, forced, strict=True):
-                p, _, tokens = parsed[i]  # type: ignore[misc]
+                p, _, tokens = parsed[i]
                 parsed[i] = (p, codes_in("unsafe\n" + ch.get("text", "")), tokens + ch["_tokens"])
-        for item in parsed:
-            if item is None:
-                results.append(ClassifierError("no safe/unsafe logprob at the first position"))
-                continue
-            p, codes, tokens = item
+        for i, (p, codes, tokens) in parsed.items():
             if p >= self._allow_below and not codes:
-                results.append(ClassifierError("unsafe without a category line"))
+                results[i] = ClassifierError("unsafe without a category line")
                 continue
             categories = {self._mapping.get(c) for c in codes} - {None}
-            results.append(Classification({c: p for c in categories if c}, tokens))
-        return results
+            results[i] = Classification({c: p for c in categories if c}, tokens)
+        return [r if r is not None else ClassifierError("not classified") for r in results]
 
     async def aclose(self) -> None:
         await self._http.aclose()
