@@ -7,14 +7,26 @@ without a release of modpipe. Everything modpipe writes is built here.
 from __future__ import annotations
 
 import base64
-import json
+import hashlib
 import logging
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+import msgspec
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
+from modpipe.core.decoding import load_object
 from modpipe.core.errors import InvalidRecord
 
 log = logging.getLogger(__name__)
@@ -25,6 +37,54 @@ Scores = dict[str, float]
 ReviewReason = Literal["audit", "provider_failed", "budget", "no_provider", "classifier_failed"]
 
 MAX_POST_ID = 256
+MAX_DEPTH = 32  # nesting of a post value; the records that carry a post get one level more
+DLQ_KEEP_BYTES = 1024 * 1024  # a value up to this is kept whole in its dead letter
+DLQ_KEEP_KEY_BYTES = 64 * 1024  # the same for a key
+DLQ_PREFIX_BYTES = 64 * 1024  # what is kept of a larger one, with its SHA-256 and size
+DLQ_MAX_KAFKA_KEY = 1024  # a longer original key is not reused as the dead letter's key
+ERROR_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class WireLimits:
+    """Byte limits that follow from `kafka.max_message_bytes`, so every record fits.
+
+    `post_bytes`: the largest post value. `record_bytes`: the largest escalation or
+    review item either worker writes or the escalator reads (a post may grow when it is
+    written again inside one). `dlq_bytes`: the largest dead letter (a kept value is a
+    third larger in base64). The topic sizes (`max.message.bytes`) add room for the
+    record batch around one record, and the producers' request size holds any of them.
+    """
+
+    post_bytes: int
+    record_bytes: int
+    dlq_bytes: int
+
+    @property
+    def record_topic_bytes(self) -> int:
+        """`max.message.bytes` for the escalations and review topics."""
+        return self.record_bytes + 64 * 1024
+
+    @property
+    def dlq_topic_bytes(self) -> int:
+        """`max.message.bytes` for the DLQ topic."""
+        return self.dlq_bytes + 64 * 1024
+
+    @property
+    def request_bytes(self) -> int:
+        """The producers' `max_request_size`: any one record either worker writes."""
+        return max(self.record_topic_bytes, self.dlq_topic_bytes)
+
+
+def wire_limits(max_message_bytes: int) -> WireLimits:
+    """The limits for a pipeline whose posts are at most `max_message_bytes`."""
+    kept = 4 * ((DLQ_KEEP_BYTES + 2) // 3) + 4 * ((DLQ_KEEP_KEY_BYTES + 2) // 3)
+    # Fields, an error of ERROR_MAX_CHARS escaped at worst 6 bytes a character, the topic.
+    return WireLimits(
+        post_bytes=max_message_bytes,
+        record_bytes=4 * max_message_bytes,
+        dlq_bytes=kept + 6 * ERROR_MAX_CHARS + 4096,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +155,15 @@ class Verdict(BaseModel):
     latency_ms: float
     cost_usd: float  # this post's share over every tier it went through
     decided_at: str = Field(default_factory=now_rfc3339)
+    reviewer: str | None = None  # tier `human` only: who decided
+
+    @model_serializer(mode="wrap")
+    def _without_absent_reviewer(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Machine verdicts keep their exact wire shape: no `reviewer: null`.
+        data: dict[str, Any] = handler(self)
+        if data.get("reviewer") is None:
+            data.pop("reviewer", None)
+        return data
 
 
 class Escalation(BaseModel):
@@ -136,41 +205,88 @@ class Label(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A value no consumer could read, kept whole for operators."""
+    """A record no consumer could read, kept for operators with where it was found.
 
-    value_b64: str
+    The value is kept whole up to DLQ_KEEP_BYTES (the key up to DLQ_KEEP_KEY_BYTES);
+    beyond, its first DLQ_PREFIX_BYTES are kept and `truncated` is true. The size and
+    SHA-256 of the whole value (and key) are always there to match the original.
+    """
+
+    value_b64: str  # "" for a null value (a tombstone); see `error`
     key_b64: str | None
     topic: str
     partition: int
     offset: int
     error: str
     reason: str
+    value_size: int = 0
+    value_sha256: str = ""
+    key_size: int | None = None
+    key_sha256: str | None = None
+    truncated: bool = False
     failed_at: str = Field(default_factory=now_rfc3339)
 
 
-def dead_letter(msg: Incoming, error: InvalidRecord, dlq_topic: str) -> Outgoing:
+def _kept(data: bytes, keep: int) -> tuple[str, bool]:
+    if len(data) <= keep:
+        return base64.b64encode(data).decode(), False
+    return base64.b64encode(data[:DLQ_PREFIX_BYTES]).decode(), True
+
+
+def readable_error(error: BaseException) -> str:
+    """One line on why a record failed: InvalidRecord's message, else the type, message
+    and the innermost frame (an `internal` failure is a bug to report)."""
+    if isinstance(error, InvalidRecord):
+        text = str(error)
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        text = f"internal error {type(error).__name__}: {error}{where}"
+    # Messages may quote input: never let them break the JSON of the dead letter.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
+
+
+def dead_letter(msg: Incoming, error: BaseException, dlq_topic: str) -> Outgoing:
     """The DLQ record for `msg`: its raw bytes, where it was found, and why it was refused.
 
-    Keyed by the original key, or by topic:partition:offset when it had none, so every
-    dead letter can be traced back to the exact message.
+    `reason` is InvalidRecord's, or `internal` for any other exception raised while
+    handling this one record. Keyed by the original key (when at most
+    DLQ_MAX_KAFKA_KEY bytes), or by topic:partition:offset, so every dead letter can be
+    traced back to the exact message. Always fits `wire_limits(...).dlq_bytes`.
     """
+    reason = error.reason if isinstance(error, InvalidRecord) else "internal"
+    text = readable_error(error)
     log.warning(
-        "dead letter topic=%s partition=%d offset=%d: %s",
+        "dead letter topic=%s partition=%d offset=%d reason=%s: %s",
         msg.topic,
         msg.partition,
         msg.offset,
-        error,
+        reason,
+        text,
     )
+    value = msg.value or b""
+    value_b64, value_cut = _kept(value, DLQ_KEEP_BYTES)
+    key_b64, key_cut = _kept(msg.key, DLQ_KEEP_KEY_BYTES) if msg.key is not None else (None, False)
     letter = DeadLetter(
-        value_b64=base64.b64encode(msg.value or b"").decode(),
-        key_b64=base64.b64encode(msg.key).decode() if msg.key is not None else None,
+        value_b64=value_b64,
+        key_b64=key_b64,
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
-        error=str(error),
-        reason=error.reason,
+        error=text,
+        reason=reason,
+        value_size=len(value),
+        value_sha256=hashlib.sha256(value).hexdigest(),
+        key_size=len(msg.key) if msg.key is not None else None,
+        key_sha256=hashlib.sha256(msg.key).hexdigest() if msg.key is not None else None,
+        truncated=value_cut or key_cut,
     )
-    key = msg.key if msg.key else f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
+    key = (
+        msg.key
+        if msg.key and len(msg.key) <= DLQ_MAX_KAFKA_KEY
+        else f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
+    )
     return Outgoing(dlq_topic, key, encode(letter))
 
 
@@ -180,23 +296,20 @@ def _errors(exc: ValidationError) -> str:
     )
 
 
-def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
-    if raw is None:
-        raise InvalidRecord("value is empty (null)", "empty")
-    if len(raw) > max_bytes:
-        raise InvalidRecord(f"value is {len(raw)} bytes, over the maximum of {max_bytes}", "size")
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRecord(f"value is not UTF-8 JSON: {exc}", "json") from exc
-    if not isinstance(value, dict):
-        raise InvalidRecord(f"value is a JSON {type(value).__name__}, not an object", "json")
-    return value
+def _load_object(
+    raw: bytes | None, max_bytes: int, max_depth: int = MAX_DEPTH + 1
+) -> dict[str, Any]:
+    # The records that carry a post (escalations, review items) nest it one level deeper.
+    return load_object(raw, max_bytes, max_depth)
 
 
 def parse_post(raw: bytes | None, max_bytes: int) -> Post:
-    """Decode and validate a `posts` value; raises InvalidRecord with a readable message."""
-    obj = _load_object(raw, max_bytes)
+    """Decode and validate a `posts` value; raises InvalidRecord with a readable message.
+
+    Decoding is strict (modpipe/core/decoding.py); the reasons are `empty`, `size`,
+    `depth`, `encoding`, `json` and `schema`.
+    """
+    obj = _load_object(raw, max_bytes, MAX_DEPTH)
     try:
         return Post.model_validate(obj)
     except ValidationError as exc:
@@ -213,6 +326,50 @@ def parse_escalation(raw: bytes | None, max_bytes: int) -> tuple[Escalation, Pos
         raise InvalidRecord(f"not a valid escalation: {_errors(exc)}", "schema") from exc
 
 
+def parse_review(raw: bytes | None, max_bytes: int) -> tuple[ReviewItem, Post]:
+    """Decode a review item and the post inside it; raises InvalidRecord."""
+    obj = _load_object(raw, max_bytes)
+    try:
+        item = ReviewItem.model_validate(obj)
+        return item, Post.model_validate(item.post)
+    except ValidationError as exc:
+        raise InvalidRecord(f"not a valid review item: {_errors(exc)}", "schema") from exc
+
+
 def encode(record: BaseModel) -> bytes:
     """A record as the UTF-8 JSON bytes that go on the wire."""
     return record.model_dump_json(exclude_none=False).encode()
+
+
+def encode_verdict(
+    *,
+    post_id: str,
+    action: Action,
+    categories: list[str],
+    scores: Scores,
+    tier: Tier,
+    model: str,
+    policy_version: str,
+    latency_ms: float,
+    cost_usd: float,
+    decided_at: str,
+) -> bytes:
+    """A machine verdict's wire value without building a Verdict: tier 1 writes one per post.
+
+    Same fields, order and JSON as `encode(Verdict(...))` (tests/unit/streams/
+    test_triage_cost.py holds them equal); the caller passes values that are already valid.
+    """
+    return msgspec.json.encode(
+        {
+            "post_id": post_id,
+            "action": action,
+            "categories": categories,
+            "scores": scores,
+            "tier": tier,
+            "model": model,
+            "policy_version": policy_version,
+            "latency_ms": latency_ms,
+            "cost_usd": cost_usd,
+            "decided_at": decided_at,
+        }
+    )
