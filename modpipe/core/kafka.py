@@ -2,36 +2,144 @@
 
 One way to publish what a worker owes (`publish`: send everything, wait for every
 acknowledgement, retry the failed ones until a deadline), one way to open a client
-(`client_options`), topic creation and the consumer-lag probe.
+(`client_options`), topic creation and the consumer-lag probe. Importing it makes every
+aiokafka consumer in the process deliver records whose header names are not UTF-8
+(`kafka_compat`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
+from aiokafka.helpers import create_ssl_context
 from prometheus_client import Gauge
 
-from modpipe.core.errors import StackError
-from modpipe.core.records import Outgoing
+from modpipe.core import kafka_compat
+from modpipe.core.errors import AccessError, StackError
+from modpipe.core.records import Outgoing, wire_limits
 from modpipe.core.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+# Here rather than in each worker: every process that talks to Kafka imports this module,
+# so no consumer (the escalator's, Faust's, a command's) can miss it.
+kafka_compat.install()
 
 
 Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 """Hands one record to a producer and returns the future of its acknowledgement."""
 
 
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context for SSL and SASL_SSL: the CA file (else the system's), mutual TLS."""
+    try:
+        return create_ssl_context(
+            cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise AccessError(f"Kafka TLS files unusable: {exc}") from None
+
+
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """Connection arguments shared by every aiokafka client modpipe opens."""
-    return {"bootstrap_servers": kafka.bootstrap}
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": kafka.security_protocol,
+        # A restarted broker is found again at this pace rather than after the default
+        # metadata age; the wait between retries of a failed request is the same.
+        "retry_backoff_ms": int(kafka.reconnect_backoff_s * 1000),
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # validated in KafkaSettings
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return options
+
+
+def describe_failure(kafka: KafkaSettings, exc: BaseException) -> str:
+    """One line naming why Kafka refused us: credentials, TLS, an ACL, or no answer."""
+    where = f"Kafka at {kafka.bootstrap} ({kafka.security_protocol})"
+    user = f"user {kafka.sasl_username!r}" if kafka.sasl_username else "this client"
+    if isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError):
+        return f"{where} rejected the credentials of {user} ({kafka.sasl_mechanism}): {exc}"
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return f"{where} does not offer SASL mechanism {kafka.sasl_mechanism}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"{where}: TLS certificate not trusted ({exc.verify_message}); "
+            "is kafka.ssl_cafile the CA that signed it?"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"{where}: TLS handshake failed ({exc.reason}); does the listener speak TLS?"
+    if isinstance(exc, TopicAuthorizationFailedError | GroupAuthorizationFailedError):
+        return f"{where}: {user} is not authorized: {exc} (an ACL is missing)"
+    if isinstance(exc, ClusterAuthorizationFailedError):
+        return f"{where}: {user} is not authorized on the cluster: {exc} (an ACL is missing)"
+    if isinstance(exc, KafkaConnectionError) and "closed" in str(exc):
+        return (
+            f"{where} closed the connection at once: the listener expects TLS or SASL "
+            "(check kafka.security_protocol)"
+        )
+    if isinstance(exc, ConnectionResetError) and "SSL" in kafka.security_protocol:
+        return f"{where} reset the TLS handshake: the listener does not speak TLS"
+    if isinstance(exc, KafkaConnectionError | asyncio.TimeoutError | OSError):
+        hint = (
+            "; the listener may expect TLS or SASL (kafka.security_protocol)"
+            if kafka.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT")
+            else ""
+        )
+        return f"{where} did not answer: {exc or type(exc).__name__}{hint}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+async def probe(kafka: KafkaSettings, timeout_s: float = 5.0) -> None:
+    """Open one connection (TLS handshake and SASL included) to a bootstrap broker.
+
+    aiokafka's clients log why a bootstrap failed and raise only "Unable to bootstrap";
+    a direct connection raises the cause, which `describe_failure` can name.
+    """
+    options = client_options(kafka)
+    del options["bootstrap_servers"], options["retry_backoff_ms"]
+    host, _, port = kafka.bootstrap.split(",")[0].strip().rpartition(":")
+    conn = await create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options)
+    conn.close()
+
+
+@contextlib.asynccontextmanager
+async def access(kafka: KafkaSettings) -> AsyncIterator[None]:
+    """Turn what Kafka refuses at start into AccessError with one clear line."""
+    try:
+        yield
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise AccessError(describe_failure(kafka, exc)) from None
+
+
+def _admin(kafka: KafkaSettings, **extra: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_options(kafka), **extra)
 
 
 async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) -> None:
@@ -59,45 +167,102 @@ async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) ->
         pending = failed
 
 
-async def kafka_ready(bootstrap: str, timeout_s: float = 30.0) -> None:
-    """Return once a metadata request succeeds (an open port is not readiness)."""
+async def kafka_ready(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
+    """Return once a metadata request succeeds (an open port is not readiness).
+
+    A refusal that waiting cannot cure (credentials, TLS, an ACL) fails at once.
+    """
     deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
+    last: BaseException | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = _admin(kafka, request_timeout_ms=3000)
         try:
+            await probe(kafka, timeout_s=3.0)
             await admin.start()
             await admin.list_topics()
             return
         except (KafkaError, OSError) as exc:
+            if _fatal(exc):
+                raise AccessError(describe_failure(kafka, exc)) from None
             last = exc
         finally:
             await admin.close()
         await asyncio.sleep(0.5)
     raise StackError(
-        f"Kafka at {bootstrap} did not answer a metadata request in {timeout_s}s: {last}"
+        describe_failure(kafka, last) if last else f"Kafka at {kafka.bootstrap}: no answer"
     )
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
-    """Create the missing topics among `names` with `partitions` partitions each."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+def _fatal(exc: BaseException) -> bool:
+    # A restarting broker refuses connections; wrong credentials or TLS never heal, and a
+    # connection closed as soon as it opened is a protocol mismatch.
+    if isinstance(exc, KafkaConnectionError) and "closed" in str(exc):
+        return True
+    return isinstance(
+        exc,
+        SaslAuthenticationFailed
+        | AuthenticationFailedError
+        | UnsupportedSaslMechanismError
+        | ssl.SSLError
+        | TopicAuthorizationFailedError
+        | GroupAuthorizationFailedError
+        | ClusterAuthorizationFailedError,
+    )
+
+
+async def ensure_topics(
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    partitions: int,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create the missing topics among `names` with `partitions` partitions each.
+
+    `configs` gives topic configs by name (such as `max.message.bytes`); a topic that
+    already exists keeps its own.
+    """
+    configs = configs or {}
+    admin = _admin(kafka)
+    async with access(kafka):
+        await probe(kafka)
+        await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
-        if not missing:
-            return
-        try:
-            await admin.create_topics(
-                [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
-            )
-            log.info("created topics %s partitions=%d", missing, partitions)
-        except TopicAlreadyExistsError:
-            pass  # another worker created them first
+        async with access(kafka):
+            existing = set(await admin.list_topics())
+            missing = [n for n in dict.fromkeys(names) if n not in existing]
+            if not missing:
+                return
+            try:
+                rf = kafka.replication_factor
+                response = await admin.create_topics(
+                    [
+                        NewTopic(
+                            n,
+                            num_partitions=partitions,
+                            replication_factor=rf,
+                            topic_configs=dict(configs.get(n, {})),
+                        )
+                        for n in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another worker created them first
+            else:
+                _raise_topic_errors(response, missing)
+                log.info("created topics %s partitions=%d", missing, partitions)
         await _wait_for_leaders(admin, missing)
     finally:
         await admin.close()
+
+
+def _raise_topic_errors(response: Any, names: list[str]) -> None:
+    # create_topics reports per-topic errors in its response rather than raising them.
+    for topic, code, *rest in getattr(response, "topic_errors", ()):
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        error = for_code(code)
+        message = rest[0] if rest and rest[0] else error.description
+        raise error(f"topic {topic!r}: {message}")
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
@@ -121,12 +286,20 @@ async def ensure_pipeline_topics(settings: Settings) -> None:
     """Create every modpipe topic that is missing."""
     t = settings.topics
     names = (t.posts, t.verdicts, t.escalations, t.review, t.dlq)
-    await ensure_topics(settings.kafka.bootstrap, names, settings.kafka.partitions)
+    # Sized so that every record a worker writes fits (records.wire_limits).
+    limits = wire_limits(settings.kafka.max_message_bytes)
+    records = {"max.message.bytes": str(limits.record_topic_bytes)}
+    configs = {
+        t.escalations: records,
+        t.review: records,
+        t.dlq: {"max.message.bytes": str(limits.dlq_topic_bytes)},
+    }
+    await ensure_topics(settings.kafka, names, settings.kafka.partitions, configs)
 
 
-async def topic_partitions(bootstrap: str, names: Iterable[str]) -> list[TopicPartition]:
+async def topic_partitions(kafka: KafkaSettings, names: Iterable[str]) -> list[TopicPartition]:
     """Every partition of the topics in `names`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = _admin(kafka)
     await admin.start()
     try:
         described = await admin.describe_topics(list(names))
@@ -138,9 +311,9 @@ async def topic_partitions(bootstrap: str, names: Iterable[str]) -> list[TopicPa
 class LagProbe:
     """An admin client and a consumer kept open to read a group's lag repeatedly."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._admin = _admin(kafka)
+        self._consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None)
 
     async def __aenter__(self) -> LagProbe:
         await self._admin.start()
@@ -165,17 +338,17 @@ class LagProbe:
         return lag
 
 
-async def consumer_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+async def consumer_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
     """Per partition of `topic`: messages between `group`'s committed offset and the end."""
-    async with LagProbe(bootstrap) as probe:
+    async with LagProbe(kafka) as probe:
         return await probe.lag(group, topic)
 
 
 async def report_lag(
-    bootstrap: str, group: str, topic: str, gauge: Gauge, interval_s: float = 10.0
+    kafka: KafkaSettings, group: str, topic: str, gauge: Gauge, interval_s: float = 10.0
 ) -> None:
     """Set `gauge{group, topic, partition}` every `interval_s` until cancelled."""
-    async with LagProbe(bootstrap) as probe:
+    async with LagProbe(kafka) as probe:
         while True:
             try:
                 for partition, lag in (await probe.lag(group, topic)).items():

@@ -1,0 +1,64 @@
+"""The ACLs the secure local stack grants the modpipe user: exactly what the pipeline does.
+
+aiokafka's admin client has no call for CreateAcls, so the request is built from its
+protocol classes and sent to a broker over the local PLAINTEXT listener, whose principal
+(ANONYMOUS) is the stack's super user.
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import for_code
+from aiokafka.protocol.admin import CreateAclsRequest
+
+from modpipe.core.errors import StackError
+from modpipe.core.kafka import client_options
+from modpipe.core.settings import KafkaSettings, Settings
+
+# Kafka's wire codes (org.apache.kafka.common.acl / resource).
+_TOPIC, _GROUP = 2, 3
+_LITERAL = 3
+_ALLOW = 3
+_OPERATIONS = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8}
+
+Acl = tuple[str, str, str]
+"""(resource type `topic` or `group`, resource name, operation)."""
+
+
+def pipeline_acls(settings: Settings) -> list[Acl]:
+    """What the workers, `produce` and the lag probe need, and nothing more."""
+    t = settings.topics
+    acls: list[Acl] = []
+    for topic in (t.posts, t.escalations, t.verdicts, t.review, t.dlq):
+        acls += [("topic", topic, "DESCRIBE"), ("topic", topic, "CREATE")]
+    acls += [("topic", t.posts, "READ"), ("topic", t.posts, "WRITE")]  # WRITE: `produce`
+    acls += [("topic", t.escalations, "READ")]
+    acls += [("topic", topic, "WRITE") for topic in (t.escalations, t.verdicts, t.review, t.dlq)]
+    acls += [("group", settings.app_id, "READ"), ("group", settings.escalation.group_id, "READ")]
+    return acls
+
+
+async def grant(admin_kafka: KafkaSettings, user: str, acls: list[Acl]) -> None:
+    """Allow `User:<user>` each of `acls` from any host (idempotent)."""
+    admin = AIOKafkaAdminClient(**client_options(admin_kafka))
+    await admin.start()
+    try:
+        for kind, name, operation in acls:
+            request = CreateAclsRequest(
+                _TOPIC if kind == "topic" else _GROUP,
+                name,
+                _LITERAL,
+                f"User:{user}",
+                "*",
+                _OPERATIONS[operation],
+                _ALLOW,
+            )
+            response = await admin._send_request(request)
+            for code, message in response.creation_responses:
+                if code:
+                    raise StackError(
+                        f"creating ACL {operation} on {kind} {name}: "
+                        f"{for_code(code).__name__} {message or ''}"
+                    )
+    finally:
+        await admin.close()
