@@ -29,7 +29,10 @@ from modpipe.core.records import (
     Verdict,
     dead_letter,
     encode,
+    encode_verdict,
+    now_rfc3339,
     parse_post,
+    wire_limits,
 )
 from modpipe.core.settings import Settings
 from streams.routing import route
@@ -46,6 +49,12 @@ class BatchResult:
     escalated: int = 0
     review: int = 0
     dlq: int = 0
+    # Tallied per post, counted into the metrics once per batch (a metric update per post
+    # costs more than the rest of tier 1's own work on it).
+    decided: dict[tuple[Tier, Action], int] = field(default_factory=dict)
+    tokens: int = 0
+    cost_usd: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
 
 
 class Triage:
@@ -76,6 +85,9 @@ class Triage:
         self._spent = metrics.cost.labels("small")
         self._cost = CostModel(settings.prices)
         self._rng = rng or random.Random()
+        self._limits = wire_limits(settings.kafka.max_message_bytes)
+        self._now = 0.0  # the batch's decision time: one clock read per batch
+        self._decided_at = ""
 
     async def process(self, batch: Sequence[Incoming]) -> BatchResult:
         """Everything `batch` owes downstream; never raises for a bad post."""
@@ -84,19 +96,48 @@ class Triage:
         for msg in batch:
             try:
                 posts.append((msg, parse_post(msg.value, self._settings.kafka.max_message_bytes)))
-            except InvalidRecord as exc:
+            except Exception as exc:  # one record's failure, whatever it is, is its own
                 self._dead_letter(result, msg, exc)
         if posts:
             self._metrics.batch_size.observe(len(posts))
             started = time.perf_counter()
             scored = await self._classify([post.text for _, post in posts])
             self._metrics.stage_seconds.labels("classify").observe(time.perf_counter() - started)
+            self._now = time.time()
+            self._decided_at = now_rfc3339()  # one decision time per batch
             for (msg, post), outcome in zip(posts, scored, strict=True):
-                if isinstance(outcome, ClassifierError):
-                    self._classifier_failed(result, msg, post, outcome)
-                else:
-                    self._decide(result, msg, post, outcome)
+                mark = (len(result.records), result.verdicts, result.escalated, result.review)
+                try:
+                    if isinstance(outcome, ClassifierError):
+                        self._classifier_failed(result, msg, post, outcome)
+                    else:
+                        self._decide(result, msg, post, outcome)
+                    self._check_sizes(result, mark[0])
+                except Exception as exc:  # e.g. an unusable score: this post alone fails
+                    del result.records[mark[0] :]
+                    _, result.verdicts, result.escalated, result.review = mark
+                    self._dead_letter(result, msg, exc)
+        self._count(result)
         return result
+
+    def _count(self, result: BatchResult) -> None:
+        """The batch's metric updates, one per series."""
+        for outcome, n in (
+            ("verdict", result.verdicts),
+            ("escalated", result.escalated),
+            ("dlq", result.dlq),
+        ):
+            if n:
+                self._outcome[outcome].inc(n)
+        for tier_action, n in result.decided.items():
+            self._decided[tier_action].inc(n)
+        if result.tokens:
+            self._tokens.inc(result.tokens)
+        if result.cost_usd:
+            self._spent.inc(result.cost_usd)
+        observe = self._end_to_end.observe
+        for latency_s in result.latencies_s:
+            observe(latency_s)
 
     async def _classify(self, texts: list[str]) -> list[Classification | ClassifierError]:
         try:
@@ -112,8 +153,8 @@ class Triage:
             if self._classifier.kind == "cpu"
             else self._cost.small_usd(c.tokens)
         )
-        self._tokens.inc(c.tokens)
-        self._spent.inc(tier_cost)
+        result.tokens += c.tokens
+        result.cost_usd += tier_cost
         key = post.post_id.encode()
         if decision.route == "escalate":
             escalation = Escalation(
@@ -128,14 +169,27 @@ class Triage:
                 Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            self._outcome["escalated"].inc()
             return
-        verdict = self._verdict(msg, post, decision.route, decision.categories, c.scores, tier_cost)
-        result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
+        action = decision.route
+        latency_s = max(0.0, self._now - msg.timestamp_s)
+        value = encode_verdict(
+            post_id=post.post_id,
+            action=action,
+            categories=decision.categories,
+            scores=c.scores,
+            tier="small",
+            model=self._classifier.model,
+            policy_version=self._settings.policy.version,
+            latency_ms=round(latency_s * 1000, 3),
+            cost_usd=tier_cost,
+            decided_at=self._decided_at,
+        )
+        result.records.append(Outgoing(self._topics.verdicts, key, value))
+        result.latencies_s.append(latency_s)
         result.verdicts += 1
-        self._outcome["verdict"].inc()
-        self._decided["small", verdict.action].inc()
+        result.decided["small", action] = result.decided.get(("small", action), 0) + 1
         if self._rng.random() < self._settings.triage.audit_rate:
+            verdict = self._verdict(msg, post, action, decision.categories, c.scores, tier_cost)
             self._review(result, post, c.scores, "audit", "random audit sample", verdict)
 
     def _classifier_failed(
@@ -155,14 +209,13 @@ class Triage:
                 Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            self._outcome["escalated"].inc()
             return
         self._review(result, post, {}, "classifier_failed", str(exc), None)
         verdict = self._verdict(msg, post, "review", [], {}, 0.0, tier="fallback")
         result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
+        result.latencies_s.append(verdict.latency_ms / 1000)
         result.verdicts += 1
-        self._outcome["verdict"].inc()
-        self._decided["fallback", "review"].inc()
+        result.decided["fallback", "review"] = result.decided.get(("fallback", "review"), 0) + 1
 
     def _verdict(
         self,
@@ -174,8 +227,7 @@ class Triage:
         cost_usd: float,
         tier: Tier = "small",
     ) -> Verdict:
-        latency_s = max(0.0, time.time() - msg.timestamp_s)
-        self._end_to_end.observe(latency_s)
+        latency_s = max(0.0, self._now - msg.timestamp_s)
         return Verdict(
             post_id=post.post_id,
             action=action,
@@ -186,6 +238,7 @@ class Triage:
             policy_version=self._settings.policy.version,
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=cost_usd,
+            decided_at=self._decided_at,
         )
 
     def _review(
@@ -210,8 +263,22 @@ class Triage:
         result.review += 1
         self._metrics.review.labels(reason).inc()
 
-    def _dead_letter(self, result: BatchResult, msg: Incoming, exc: InvalidRecord) -> None:
+    def _check_sizes(self, result: BatchResult, start: int) -> None:
+        # A post may grow when written again inside an escalation or review item; one
+        # that no longer fits its topic is refused here rather than stopping the publisher.
+        limit = self._limits.record_bytes
+        records = result.records
+        for i in range(start, len(records)):
+            if len(records[i].value) > limit:
+                raise InvalidRecord(
+                    f"its {records[i].topic} record would be {len(records[i].value)} bytes, "
+                    f"over the maximum of {limit}",
+                    "size",
+                )
+
+    def _dead_letter(self, result: BatchResult, msg: Incoming, exc: Exception) -> None:
+        # Per-record failures only: anything else (Kafka, the classifier service) raises
+        # out of process() and stops the batch uncommitted.
         result.records.append(dead_letter(msg, exc, self._topics.dlq))
         result.dlq += 1
-        self._outcome["dlq"].inc()
-        self._metrics.dlq.labels(exc.reason).inc()
+        self._metrics.dlq.labels(exc.reason if isinstance(exc, InvalidRecord) else "internal").inc()

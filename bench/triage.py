@@ -1,0 +1,407 @@
+"""Triage throughput, steady-state latency and GPU-tier utilization on the local stack.
+
+`modpipe bench` (modpipe/cli/bench.py) runs this from a source checkout. Every figure is
+measured in one run, on the same broker, so they compare with each other even while other
+work loads the machine:
+
+- `aiokafka-raw`: consume, parse JSON, produce a small JSON verdict, commit per batch:
+  the ceiling for a Python consumer here, and the baseline of `ratio`;
+- `faust-minimal`: a bare Faust agent (take_events, parse, send): Faust's own delivery;
+- `triage-null`: the triage worker with a constant classifier (`modpipe_posts_per_s`);
+- `triage-<backend>`: the worker with the configured classifier (`cpu_model_posts_per_s`);
+- latency: a separate process publishes at `--rate` posts/s for `--seconds`; the worker
+  (its own process, configured classifier) decides them; latency is each verdict's Kafka
+  timestamp less its post's, over the posts after the first 5 s; the worker's peak RSS;
+- gpu_wire: the worker with the vllm-classify backend against the vLLM wire-format test
+  server behind a continuous-batching capacity model (bench/capacity.py), beside the same
+  worker with one batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from classifiers import Classification, Classifier, build_classifier
+from modpipe.core.errors import ClassifierError
+from modpipe.core.kafka import ensure_topics
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import Settings, deep_merge, load_settings
+from streams.app import TriageWorker
+
+ROOT = Path(__file__).resolve().parent.parent
+DROP_FIRST_S = 5.0
+PARTITIONS = 4
+TEXTS = [
+    "have a nice day",
+    "you are a fucking idiot",
+    "your opinion is garbage",
+    "the bus was late again today",
+    "what a dumb idea",
+]
+
+
+class ConstantClassifier:
+    """Scores everything 0: isolates the pipeline from the model."""
+
+    model = "constant"
+    kind: Literal["cpu", "gpu"] = "cpu"
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
+        return [Classification({}, 1) for _ in texts]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Bench:
+    """One benchmark run: a tag for its topics and groups, and the settings it varies."""
+
+    def __init__(self, base: Settings, config_path: Path | None, batch: int) -> None:
+        self.base = base
+        self.config_path = config_path
+        self.batch = batch
+        self.tag = uuid.uuid4().hex[:8]
+        self.bootstrap = base.kafka.bootstrap
+
+    def topics(self, name: str) -> dict[str, str]:
+        return {
+            k: f"bench-{self.tag}-{name}-{k}"
+            for k in ("posts", "verdicts", "escalations", "review", "dlq")
+        }
+
+    def variant(self, name: str, posts_topic: str | None = None, **overrides: Any) -> Settings:
+        topics = self.topics(name)
+        if posts_topic is not None:
+            topics["posts"] = posts_topic
+        merged = deep_merge(
+            self.base.model_dump(mode="json", include={"kafka", "triage", "classifier"}),
+            {
+                "app_id": f"bench-{self.tag}-{name}",
+                "topics": topics,
+                "triage": {"batch_max": self.batch, "audit_rate": 0.0},
+                "metrics": {"port": 0},
+            },
+        )
+        return load_settings(self.config_path, deep_merge(merged, overrides))
+
+
+def posts(n: int) -> list[tuple[bytes, bytes]]:
+    """`n` (key, value) posts, keyed by post_id."""
+    return [
+        (f"b{i}".encode(), json.dumps({"post_id": f"b{i}", "text": f"{TEXTS[i % 5]} {i}"}).encode())
+        for i in range(n)
+    ]
+
+
+async def publish_all(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, v, key=k) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_baseline(bootstrap: str, topic: str, out_topic: str, n: int) -> float:
+    """Posts per second for a plain aiokafka consume-transform-produce loop."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    done = 0
+    started = time.perf_counter()
+    try:
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            futures = []
+            for records in batches.values():
+                for r in records:
+                    post = json.loads(r.value)
+                    verdict = json.dumps({"post_id": post["post_id"], "action": "allow"})
+                    futures.append(await producer.send(out_topic, verdict.encode(), key=r.key))
+            for f in futures:
+                await f
+            await consumer.commit()
+            done += len(futures)
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def faust_minimal(settings: Settings, n: int) -> float:
+    """Posts per second for a bare Faust agent, tuned like the triage worker."""
+    from streams.app import build_app
+
+    app = build_app(settings, settings.triage.state_dir / settings.app_id)
+    out = settings.topics.verdicts
+    done = asyncio.Event()
+    seen: list[float] = []
+
+    async def agent(stream: Any) -> None:
+        count = 0
+        async for events in stream.take_events(settings.triage.batch_max, within=0.05):
+            if not seen:
+                seen.append(time.perf_counter())
+            futures = []
+            for event in events:
+                post = json.loads(event.message.value)
+                value = json.dumps({"post_id": post["post_id"], "action": "allow"}).encode()
+                futures.append(
+                    await app.producer.send(out, event.message.key, value, None, None, None)
+                )
+            await asyncio.gather(*futures)
+            count += len(events)
+            if count >= n:
+                done.set()
+
+    app.agent(
+        app.topic(settings.topics.posts, key_type=bytes, value_type=bytes),
+        name="minimal",
+        concurrency=1,
+    )(agent)
+    await app.start()
+    try:
+        await done.wait()
+        return n / (time.perf_counter() - seen[0])
+    finally:
+        await app.stop()
+
+
+async def triage_rate(settings: Settings, classifier: Classifier, n: int) -> float:
+    """Posts per second for the triage worker over `n` posts, from its first batch."""
+    worker = TriageWorker(settings, classifier, Metrics())
+    first: list[float] = []
+    last: list[float] = []
+    handle = worker.triage.process
+
+    async def timed(batch: Any) -> Any:
+        if not first:
+            first.append(time.perf_counter())
+        return await handle(batch)
+
+    async def watch() -> None:
+        while worker.processed < n:
+            await asyncio.sleep(0.005)
+        last.append(time.perf_counter())
+
+    worker.triage.process = timed  # type: ignore[method-assign]
+    watcher = asyncio.create_task(watch())
+    try:
+        await worker.run(max_posts=n)
+    finally:
+        watcher.cancel()
+    if worker.failure is not None or not last:
+        raise RuntimeError(f"the triage worker failed: {worker.failure}")
+    return n / (last[0] - first[0])
+
+
+async def gpu_wire(
+    bench: Bench, topic: str, n: int, in_flight: int, latency_s: float, posts_per_s: float
+) -> float:
+    """Posts per second for the worker on vllm-classify against a capacity-limited server."""
+    from bench.capacity import Capacity, capacity_limited_vllm
+
+    capacity = Capacity(latency_s, posts_per_s)
+    async with capacity_limited_vllm(capacity) as url:
+        settings = bench.variant(
+            f"gpu{in_flight}",
+            posts_topic=topic,
+            classifier={
+                "backend": "vllm-classify",
+                "base_url": url,
+                "labels": [None, "harassment", "hate"],
+                "max_in_flight": max(in_flight, 1),
+            },
+            triage={"batch_max": 256, "max_batches_in_flight": in_flight},
+        )
+        classifier = build_classifier(settings)
+        try:
+            return await triage_rate(settings, classifier, n)
+        finally:
+            await classifier.aclose()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
+
+
+async def read_timestamps(bootstrap: str, topic: str, partitions: int) -> dict[bytes, int]:
+    """Key -> Kafka timestamp (ms) of every record now in `topic` (the first per key)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: dict[bytes, int] = {}
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for r in records:
+                    if r.key is not None:
+                        out.setdefault(r.key, r.timestamp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def steady_latency(
+    bench: Bench, rate: float, seconds: float
+) -> tuple[dict[str, float], float]:
+    """Latency percentiles (ms) at `rate` posts/s, and the worker's peak RSS (MB)."""
+    settings = bench.variant("lat")
+    t = settings.topics
+    await ensure_topics(
+        settings.kafka, [t.posts, t.verdicts, t.escalations, t.review, t.dlq], PARTITIONS
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "MODPIPE_APP_ID": settings.app_id,
+        "MODPIPE_METRICS__PORT": "0",
+        "MODPIPE_TRIAGE__AUDIT_RATE": "0",
+        **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in t.model_dump().items()},
+    }
+    if bench.config_path is not None:
+        env["MODPIPE_CONFIG"] = str(bench.config_path)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modpipe", "--log-level", "WARNING", "worker", env=env
+    )
+    try:
+        # Readiness: a warm-up post decided means partitions are assigned and the model loaded.
+        await publish_all(
+            bench.bootstrap, t.posts, [(b"warmup0", b'{"post_id": "warmup0", "text": "hi"}')]
+        )
+        await wait_for_keys(bench.bootstrap, [t.verdicts, t.escalations], 1, 90.0)
+        load = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.load",
+            bench.bootstrap,
+            t.posts,
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await load.communicate()
+        published = int(out.decode().strip() or 0)
+        await wait_for_keys(bench.bootstrap, [t.verdicts, t.escalations], published + 1, 60.0)
+        rss = peak_rss_mb(worker.pid)
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.wait(), 60)
+    sent = await read_timestamps(bench.bootstrap, t.posts, PARTITIONS)
+    decided = await read_timestamps(bench.bootstrap, t.verdicts, PARTITIONS)
+    start = min(ts for key, ts in sent.items() if key.startswith(b"l")) + DROP_FIRST_S * 1000
+    latencies = [
+        float(decided[key] - ts)
+        for key, ts in sent.items()
+        if key.startswith(b"l") and ts >= start and key in decided
+    ]
+    return percentiles(latencies), rss
+
+
+async def wait_for_keys(bootstrap: str, topics: list[str], n: int, timeout_s: float) -> None:
+    """Wait until `topics` together hold `n` distinct keys; raise after `timeout_s`."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    keys: set[bytes] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(keys) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(keys)} of {n} posts decided in {timeout_s:.0f}s")
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                keys.update(r.key for r in records if r.key is not None)
+    finally:
+        await consumer.stop()
+
+
+async def run(
+    base: Settings,
+    config_path: Path | None,
+    *,
+    posts_n: int,
+    batch: int,
+    rate: float,
+    seconds: float,
+    gpu_posts: int,
+    gpu_latency_s: float,
+    gpu_rate: float,
+) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """Every figure of one run: the JSON report, and the throughput rows for the table."""
+    bench = Bench(base, config_path, batch)
+    topic = f"bench-{bench.tag}-posts"
+    await ensure_topics(base.kafka, [topic], PARTITIONS)
+    await publish_all(bench.bootstrap, topic, posts(posts_n))
+    rows: list[tuple[str, float]] = []
+    raw = await raw_baseline(bench.bootstrap, topic, f"bench-{bench.tag}-raw-out", posts_n)
+    rows.append(("aiokafka-raw", raw))
+    rows.append(("faust-minimal", await faust_minimal(bench.variant("minimal", topic), posts_n)))
+    null = await triage_rate(bench.variant("null", topic), ConstantClassifier(), posts_n)
+    rows.append(("triage-null", null))
+    cfg = bench.variant("model", topic)
+    classifier = build_classifier(cfg)
+    try:
+        model = await triage_rate(cfg, classifier, posts_n)
+    finally:
+        await classifier.aclose()
+    rows.append((f"triage-{cfg.classifier.backend}", model))
+    gpu = await gpu_wire(bench, topic, gpu_posts, 4, gpu_latency_s, gpu_rate)
+    gpu_serial = await gpu_wire(bench, topic, gpu_posts, 1, gpu_latency_s, gpu_rate)
+    rows.append(("gpu-wire", gpu))
+    rows.append(("gpu-wire-serial", gpu_serial))
+    latency, rss = await steady_latency(bench, rate, seconds)
+    report = {
+        "posts": posts_n,
+        "batch_max": batch,
+        "baseline_posts_per_s": round(raw),
+        "modpipe_posts_per_s": round(null),
+        "ratio": round(null / raw, 3),
+        "cpu_model_posts_per_s": round(model),
+        "latency_ms": {str(int(rate)): latency},
+        "gpu_wire": {
+            "capacity_posts_per_s": gpu_rate,
+            "modpipe_posts_per_s": round(gpu),
+            "utilization": round(gpu / gpu_rate, 3),
+            "one_batch_in_flight_posts_per_s": round(gpu_serial),
+        },
+        "worker_peak_rss_mb": round(rss, 1),
+    }
+    return report, rows
