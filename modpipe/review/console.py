@@ -1,0 +1,92 @@
+"""One console process: its Redis store, accounts, Kafka producer, feeder and loops.
+
+`start()` creates missing topics, then runs three background tasks until `stop()`: the
+feeder (review records into Redis, offsets committed past published decisions only),
+the outbox (republishes decisions a crashed or cut-off process recorded but did not
+finish publishing), and the gauges (queue depth and age, tier 1's error estimate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from modpipe.core.errors import ReviewStoreUnavailable
+from modpipe.core.kafka import client_options, ensure_topics
+from modpipe.core.metrics import Metrics
+from modpipe.core.settings import Settings
+from modpipe.review.accounts import Accounts
+from modpipe.review.desk import Desk
+from modpipe.review.feeder import Feeder
+from modpipe.review.store import ReviewStore, connect
+
+log = logging.getLogger(__name__)
+
+OUTBOX_INTERVAL_S = 1.0
+
+
+class Console:
+    """Everything one console process runs besides its HTTP server."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = ReviewStore(
+            connect(settings.redis, settings.review.redis_url), settings.redis.key_prefix
+        )
+        self.accounts = Accounts(self.store, settings.review)
+        self._producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2)
+        self.desk = Desk(settings, self.store, self._producer, metrics)
+        self.feeder = Feeder(settings, self.store, self.desk.send, metrics)
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Create missing topics, start the producer and the background tasks."""
+        t = self.settings.topics
+        await ensure_topics(
+            self.settings.kafka,
+            (t.review, t.verdicts, t.labels, t.dlq),
+            self.settings.kafka.partitions,
+        )
+        await self._producer.start()
+        self._tasks = [
+            asyncio.create_task(self.feeder.run(self._stopping), name="review-feeder"),
+            asyncio.create_task(
+                self._every(OUTBOX_INTERVAL_S, self.desk.republish_overdue), name="review-outbox"
+            ),
+            asyncio.create_task(
+                self._every(self.settings.review.stats_interval_s, self.desk.refresh_gauges),
+                name="review-gauges",
+            ),
+        ]
+        log.info(
+            "review console started group=%s topic=%s", self.settings.review.group_id, t.review
+        )
+
+    async def _every(self, interval_s: float, work: Callable[[], Awaitable[object]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                await work()
+            except (ReviewStoreUnavailable, KafkaError) as exc:
+                log.warning("%s failed: %s", getattr(work, "__name__", "work"), exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval_s)
+
+    async def stop(self, budget_s: float = 15.0) -> None:
+        """Stop the loops (the feeder commits what it may), then the producer and Redis."""
+        self._stopping.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=budget_s)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s failed", task.get_name(), exc_info=task.exception())
+        await self._producer.stop()
+        await self.store.aclose()
