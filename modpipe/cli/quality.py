@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from classifiers import build_classifier
 from escalation.prompt import system_prompt
 from modpipe.core.cost import estimate_tokens
 from modpipe.core.errors import ConfigError
-from modpipe.core.settings import RoutingSettings, Settings, config_path
+from modpipe.core.settings import RoutingSettings, Settings, config_path, load_settings
 from modpipe.quality.bands import (
     band_table,
     best_for_error,
@@ -29,6 +30,7 @@ from modpipe.quality.bands import (
     write_config,
 )
 from modpipe.quality.datasets import Labelled, load_labelled
+from modpipe.quality.public import LOADERS, load_public
 from modpipe.quality.training import train
 
 CHECK_KEYS = (
@@ -112,7 +114,8 @@ def run_calibrate(
     bands = RoutingSettings(
         allow_below=round(min(allow, 1.0), 6), block_above=round(min(block, 1.0), 6)
     )
-    write_config(base_config, out, bands.allow_below, bands.block_above)
+    model = settings.classifier.model_path if settings.classifier.backend == "cpu" else None
+    write_config(base_config, out, bands.allow_below, bands.block_above, model)
     checked = evaluate(data.subset(check), [scores[i] for i in check], bands)
     summary = {k: checked[k] for k in CHECK_KEYS}
     print(json.dumps({"written": str(out), "check_split": summary}, indent=2))
@@ -124,10 +127,39 @@ def _data(args: argparse.Namespace) -> Labelled:
     return load_labelled(args.data, args.text_col, args.label_col, positive, args.group_col)
 
 
+def _with_public(data: Labelled, args: argparse.Namespace) -> Labelled:
+    if not args.public:
+        return data
+    names = None if "all" in args.public else list(args.public)
+    rows = load_public(args.public_dir, names)
+    print(f"mixed in {len(rows)} public rows ({', '.join(names or ['all'])})")
+    return Labelled(
+        data.texts + [r.text for r in rows],
+        data.labels + [r.label for r in rows],
+        sha256=hashlib.sha256(f"{data.sha256}+{sorted(names or ['all'])}".encode()).hexdigest(),
+    )
+
+
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    meta = train(_data(args), args.out, settings.policy.cpu_category)
+    if (args.bands_out is None) != (args.calibrate_on is None):
+        raise ConfigError("give --bands-out and --calibrate-on together")
+    data = _with_public(_data(args), args)
+    meta = train(data, args.out, settings.policy.cpu_category, prior=args.prior)
     print(json.dumps(meta, indent=2))
-    print(f"use it with: MODPIPE_CLASSIFIER__MODEL_PATH={args.out}")
+    if args.bands_out:  # a new model needs bands of its own
+        trained = load_settings(args.config, {"classifier": {"model_path": str(args.out)}})
+        run_calibrate(
+            trained,
+            load_labelled(args.calibrate_on),
+            config_path(args.config),
+            args.bands_out,
+            args.target_escalation,
+            None,
+            0.95,
+        )
+        print(f"use it with: modpipe --config {args.bands_out} ...")
+    else:
+        print(f"use it with: MODPIPE_CLASSIFIER__MODEL_PATH={args.out}")
     return 0
 
 
@@ -167,6 +199,17 @@ def register(sub: Any) -> None:
     s = sub.add_parser("train", help="train the CPU classifier on labelled data")
     data_args(s)
     s.add_argument("--out", type=Path, required=True, help="model directory to write")
+    s.add_argument(
+        "--public",
+        action="append",
+        choices=[*sorted(LOADERS), "all"],
+        help="mix in a public set mapped onto the policy (repeatable)",
+    )
+    s.add_argument("--public-dir", type=Path, default=Path("../shared/data"))
+    s.add_argument("--prior", action="store_true", help="stack on the packaged profanity model")
+    s.add_argument("--calibrate-on", type=Path, help="labelled JSONL to choose bands on")
+    s.add_argument("--bands-out", type=Path, help="settings file to write with the new bands")
+    s.add_argument("--target-escalation", type=float, default=0.1)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="quality of tier 1 at the configured bands")

@@ -21,6 +21,7 @@ from classifiers import Classifier
 from modpipe.core.cost import CostModel, estimate_tokens
 from modpipe.core.errors import ConfigError
 from modpipe.core.settings import RoutingSettings, Settings
+from modpipe.core.stats import clopper_pearson_upper
 from modpipe.quality.datasets import Labelled
 from streams.routing import route
 
@@ -37,19 +38,6 @@ async def score(classifier: Classifier, texts: list[str]) -> list[dict[str, floa
                 raise item
             out.append(item.scores)
     return out
-
-
-def clopper_pearson_upper(errors: Any, n: Any, confidence: float) -> Any:
-    """One-sided upper bound on an error rate from `errors` in `n`, at `confidence`;
-    element-wise for arrays, a float for scalars."""
-    from scipy.stats import beta
-
-    errors, n = np.asarray(errors), np.asarray(n)
-    bounded = (n > 0) & (errors < n)
-    upper = np.where(
-        bounded, beta.ppf(confidence, errors + 1, np.where(bounded, n - errors, 1)), 1.0
-    )
-    return float(upper) if upper.ndim == 0 else upper
 
 
 @dataclass(frozen=True)
@@ -231,12 +219,17 @@ def load_frontier(path: Path) -> dict[str, str]:
     return out
 
 
-def write_config(base: Path, out: Path, allow_below: float, block_above: float) -> None:
-    """A complete settings file: `base` with the chosen bands."""
+def write_config(
+    base: Path, out: Path, allow_below: float, block_above: float, model_path: Path | None = None
+) -> None:
+    """A complete settings file: `base` with the chosen bands (and the CPU model they were
+    chosen for, when it is not the packaged one: bands belong to a model)."""
     data = yaml.safe_load(base.read_text()) or {}
     policy = Path(data.get("policy_file", "policy.yaml"))
     data["policy_file"] = str(policy if policy.is_absolute() else (base.parent / policy).resolve())
     data["routing"] = {"allow_below": allow_below, "block_above": block_above, "per_category": {}}
+    if model_path is not None:
+        data.setdefault("classifier", {})["model_path"] = str(model_path.resolve())
     out.write_text("# written by `modpipe calibrate`\n" + yaml.safe_dump(data, sort_keys=False))
 
 

@@ -23,8 +23,31 @@ from sklearn.pipeline import make_pipeline, make_union
 from modpipe.quality.datasets import Labelled
 
 
-def build_pipeline() -> Any:
-    """The untrained estimator: texts in, predict_proba out."""
+def build_pipeline(prior: bool = False, folds: int = 5) -> Any:
+    """The untrained estimator: texts in, predict_proba out.
+
+    With `prior`, the n-gram model is stacked with the packaged profanity model (frozen,
+    never refitted): a final logistic regression weighs the two, so a few hundred labelled
+    posts refine the packaged model instead of starting from nothing (the learning loop's
+    first rounds).
+    """
+    ngrams = _ngram_pipeline()
+    if not prior:
+        return ngrams
+    from profanity_check import profanity_check as packaged
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.frozen import FrozenEstimator
+
+    profanity = FrozenEstimator(make_pipeline(packaged.vectorizer, packaged.model))
+    return StackingClassifier(
+        [("ngrams", ngrams), ("profanity", profanity)],
+        final_estimator=LogisticRegression(),
+        cv=folds,
+        stack_method="predict_proba",
+    )
+
+
+def _ngram_pipeline() -> Any:
     features = make_union(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True),
         TfidfVectorizer(
@@ -47,25 +70,39 @@ def split(n: int, holdout: float, seed: int) -> tuple[list[int], list[int]]:
 
 
 def train(
-    data: Labelled, out: Path, category: str, holdout: float = 0.2, seed: int = 13
+    data: Labelled,
+    out: Path,
+    category: str,
+    holdout: float = 0.2,
+    seed: int = 13,
+    prior: bool = False,
+    test: Labelled | None = None,
 ) -> dict[str, Any]:
-    """Fit on `data` less a held-out split, measure on the split, save to `out`."""
-    train_idx, test_idx = split(len(data), holdout, seed)
-    fit, test = data.subset(train_idx), data.subset(test_idx)
+    """Fit on `data` less a held-out split (or all of it when `test` is given), measure
+    on the split or `test`, save to `out`."""
+    if test is None:
+        train_idx, test_idx = split(len(data), holdout, seed)
+        fit, test = data.subset(train_idx), data.subset(test_idx)
+    else:
+        fit = data
     started = time.perf_counter()
-    model = build_pipeline().fit(fit.texts, fit.labels)
+    # Stacking needs every class in each of its folds: fewer folds for a rare class.
+    minority = min(sum(fit.labels), len(fit) - sum(fit.labels))
+    prior = prior and minority >= 2
+    model = build_pipeline(prior, min(5, minority)).fit(fit.texts, fit.labels)
     seconds = time.perf_counter() - started
     probs = model.predict_proba(test.texts)[:, 1]
+    both = len(set(test.labels)) == 2
     meta = {
-        "name": f"tfidf-lr-{data.sha256[:8]}",
+        "name": f"tfidf-lr{'-stacked' if prior else ''}-{data.sha256[:8]}",
         "category": category,
         "data_sha256": data.sha256,
         "rows": len(data),
         "train_rows": len(fit),
         "heldout_rows": len(test),
         "positive_rate": sum(data.labels) / len(data),
-        "heldout_auroc": float(roc_auc_score(test.labels, probs)),
-        "heldout_auprc": float(average_precision_score(test.labels, probs)),
+        "heldout_auroc": float(roc_auc_score(test.labels, probs)) if both else None,
+        "heldout_auprc": float(average_precision_score(test.labels, probs)) if both else None,
         "train_seconds": round(seconds, 1),
         "seed": seed,
     }

@@ -74,7 +74,9 @@ def test_packaged_model_on_held_out_surge(tmp_path: Path) -> None:
     png = tmp_path / "surge.png"
     report = json.loads(modpipe("eval", *SURGE_ARGS, "--json", "--png", str(png)))
     assert report["n"] == 1000
-    assert 0.75 < report["auroc"] < 0.95
+    # The packaged model and the data are fixed, so the score is too (0.843 measured): a
+    # move either way means the model, the data or the scoring changed.
+    assert report["auroc"] == pytest.approx(0.843, abs=0.01)
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -125,8 +127,13 @@ def test_calibrate_for_a_maximum_error_with_confidence(tmp_path: Path) -> None:
         )
     )
     check = result["check_split"]
-    assert check["auto_error_rate"] <= 0.2  # the bound is on the calibration half
-    assert check["escalation_rate"] < 1.0
+    # The 90% bound holds on the calibration half; the check half is a fresh sample of
+    # about 300 auto-decided posts, whose standard error at 0.15 is 0.02 (measured 0.151).
+    auto = check["n"] * (1 - check["escalation_rate"])
+    assert auto > 250
+    assert check["auto_error_rate"] <= 0.15 + (0.15 * 0.85 / auto) ** 0.5
+    # ...while still deciding most posts itself (measured: 37% escalated).
+    assert check["escalation_rate"] < 0.5
 
 
 def test_eval_compares_hybrid_with_recorded_frontier_verdicts(tmp_path: Path) -> None:

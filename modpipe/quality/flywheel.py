@@ -1,0 +1,388 @@
+"""`modpipe flywheel`: the learning loop replayed on any labelled JSONL (`text`, `label`).
+
+The data is a stream cut into slices. Each round runs the real pipeline (the triage and
+escalation workers, in this process, on real Kafka and Redis, with topics of its own)
+on the next slice, with a frontier endpoint that answers from the labels; reviewers
+label the audit sample (the loop publishes their `Label`s from the labels, as the review
+console would). Then it builds the dataset from Kafka as `modpipe dataset build` does,
+retrains the CPU model on the train side of everything labelled so far, recalibrates the
+bands to a fixed escalation rate, and measures the new model on the evaluation set.
+
+Calibration uses only what the loop itself labelled and never trained on: the test side
+(by text hash) of the escalated posts and of the audit sample. They are drawn from the
+stream with known rates (every escalated post, times the test share; every auto-decided
+post, times the audit rate times the test share), so weighting each by the inverse of its
+rate makes them an unbiased sample of the stream, whatever model picked them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from classifiers import build_classifier
+from escalation.frontier import build_frontier
+from escalation.worker import EscalationWorker
+from modpipe.core.errors import ConfigError, ModpipeError, StackError
+from modpipe.core.kafka import (
+    client_options,
+    ensure_pipeline_topics,
+    ensure_topics,
+    publish,
+    topic_partitions,
+)
+from modpipe.core.metrics import Metrics
+from modpipe.core.records import Label, Outgoing, encode
+from modpipe.core.settings import RoutingSettings, Settings, load_settings
+from modpipe.quality.bands import band_table, best_for_error, evaluate, score
+from modpipe.quality.dataset import (
+    Dataset,
+    Row,
+    build,
+    in_test,
+    read_topics,
+    snapshot,
+    write,
+)
+from modpipe.quality.datasets import Labelled
+from modpipe.quality.training import train
+from streams.app import TriageWorker
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR = 0.05
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class FlywheelOptions:
+    """How the replay runs; the defaults keep three rounds to a few minutes on two cores."""
+
+    rounds: int = 3
+    slice_size: int = 3000
+    escalation_rate: float = 0.2
+    audit_rate: float = 0.1
+    out_dir: Path = Path("flywheel")
+    round_timeout_s: float = 300.0
+    prior: bool = True  # stack the n-gram model on the packaged profanity model
+
+
+@dataclass
+class Pool:
+    """What the loop has labelled so far: training rows and weighted calibration rows."""
+
+    train: list[Row] = field(default_factory=list)
+    calibration: list[tuple[Row, int]] = field(default_factory=list)
+
+
+def round_settings(
+    base: Path,
+    tag: str,
+    frontier_url: str,
+    opts: FlywheelOptions,
+    model: Path | None,
+    bands: RoutingSettings | None,
+    replay: str,
+) -> Settings:
+    """Settings for one round: topics and groups of its own, the model and bands in force."""
+    overrides: dict[str, Any] = {
+        "app_id": f"flywheel-{tag}",
+        "kafka": {"partitions": 2},
+        "topics": {
+            name: f"flywheel-{tag}-{name}"
+            for name in ("posts", "verdicts", "escalations", "review", "dlq", "labels")
+        },
+        "triage": {"audit_rate": opts.audit_rate, "state_dir": str(opts.out_dir / "faust")},
+        "escalation": {
+            "group_id": f"flywheel-{tag}-escalator",
+            "provider": "chat",
+            "base_url": frontier_url,
+            "daily_budget_usd": 1e9,
+        },
+        "redis": {"key_prefix": f"flywheel-{replay}"},  # the cache carries over rounds
+        "metrics": {"port": 0, "escalator_port": 0},
+        "classifier": {"backend": "cpu", "model_path": str(model) if model else None},
+    }
+    if bands is not None:
+        overrides["routing"] = {
+            "allow_below": bands.allow_below,
+            "block_above": bands.block_above,
+            "per_category": {},
+        }
+    return load_settings(base, overrides)
+
+
+async def publish_records(settings: Settings, records: list[Outgoing]) -> None:
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    try:
+        await producer.start()
+
+        async def send(r: Outgoing) -> Any:
+            return await producer.send(r.topic, r.value, key=r.key)
+
+        await publish(send, records, settings.kafka.publish_deadline_s)
+    except KafkaError as exc:
+        raise StackError(f"cannot publish to Kafka at {settings.kafka.bootstrap}: {exc}") from exc
+    finally:
+        await producer.stop()
+
+
+async def _count(settings: Settings, topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    parts = await topic_partitions(settings.kafka, [topic])
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
+
+
+async def run_pipeline(settings: Settings, posts: list[tuple[str, str]], timeout_s: float) -> None:
+    """Both workers on `posts` until every post has its outputs on Kafka."""
+    await ensure_pipeline_topics(settings)
+    await ensure_topics(settings.kafka, [settings.topics.labels], settings.kafka.partitions)
+    metrics = Metrics()
+    classifier = build_classifier(settings)
+    frontier = build_frontier(settings, metrics)
+    triage = TriageWorker(settings, classifier, metrics)
+    escalator = EscalationWorker(settings, frontier, metrics)
+    triaged = asyncio.create_task(triage.run(max_posts=len(posts)))
+    escalating = asyncio.create_task(escalator.run())
+    deadline = time.monotonic() + timeout_s
+    try:
+        values = [
+            Outgoing(
+                settings.topics.posts,
+                pid.encode(),
+                json.dumps({"post_id": pid, "text": text, "surface": "flywheel"}).encode(),
+            )
+            for pid, text in posts
+        ]
+        await publish_records(settings, values)
+        await asyncio.wait_for(asyncio.shield(triaged), max(1.0, deadline - time.monotonic()))
+        if triaged.result() != 0:
+            raise StackError("the triage worker failed during the replay (see the log)")
+        escalated = await _count(settings, settings.topics.escalations)
+        while escalator.processed < escalated:
+            if escalating.done() or time.monotonic() > deadline:
+                raise StackError(
+                    f"the escalator decided {escalator.processed} of {escalated} posts "
+                    f"within {timeout_s:.0f}s"
+                )
+            await asyncio.sleep(0.1)
+    except TimeoutError as exc:
+        raise StackError(
+            f"the triage worker did not finish {len(posts)} posts in {timeout_s:.0f}s"
+        ) from exc
+    finally:
+        triage.stop()
+        escalator.stop()  # finishes the posts in flight, publishes, commits
+        await asyncio.gather(triaged, escalating, return_exceptions=True)
+        await classifier.aclose()
+        if frontier is not None:
+            await frontier.aclose()
+    if escalating.result() != 0:
+        raise StackError("the escalation worker failed during the replay (see the log)")
+
+
+async def review_audits(settings: Settings, truth: dict[str, int], category: str) -> int:
+    """Reviewers' labels for every audit item, from the known labels, on the labels topic."""
+    review = (await read_topics(settings.kafka, [settings.topics.review]))[settings.topics.review]
+    labels = []
+    for _, item in review:
+        post = item.get("post", {})
+        if item.get("reason") != "audit" or post.get("post_id") not in truth:
+            continue
+        block = truth[post["post_id"]] == 1
+        label = Label(
+            post=post,
+            action="block" if block else "allow",
+            categories=[category] if block else [],
+            reviewer="flywheel-replay",
+            reason="audit",
+        )
+        labels.append(Outgoing(settings.topics.labels, post["post_id"].encode(), encode(label)))
+    await publish_records(settings, labels)
+    return len(labels)
+
+
+def _labelled(rows: list[Row]) -> Labelled:
+    return Labelled([r.text for r in rows], [r.label for r in rows], sha256=f"{len(rows):08d}")
+
+
+def tier1_share(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The largest share of posts tier 1 can decide with auto-decided error <= 5% at 95%
+    confidence (Clopper-Pearson), over every pair of bands; 0 when none qualifies."""
+    table = band_table(probs, labels)
+    try:
+        allow, block = best_for_error(table, MAX_ERROR, CONFIDENCE)
+    except ConfigError:
+        return 0.0
+    return float(1 - np.mean((probs >= allow) & (probs < block)))
+
+
+def calibrate(
+    probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, rate: float
+) -> RoutingSettings:
+    """Bands with the fewest (weighted) auto-decided errors among those escalating at most
+    `rate` of the stream, and of those the one escalating most: the frontier budget is
+    fixed, and what it labels is what the next round learns from, so none of it is saved
+    when fewer escalations would do as well."""
+    table = band_table(np.repeat(probs, weights), np.repeat(labels, weights))
+    ok = table.escalated <= rate * table.n
+    if not ok.any():
+        raise ConfigError(f"no bands escalate at most {rate:.1%}")
+    errors = np.where(ok, table.errors, np.iinfo(np.int64).max)
+    i = np.unravel_index(np.argmin(errors - table.escalated / (table.n + 1)), errors.shape)
+    allow, block = float(table.allow[i]), float(table.block[i])
+    return RoutingSettings(allow_below=min(allow, 1.0), block_above=min(block, 1.0))
+
+
+async def measure(settings: Settings, evalset: Labelled) -> dict[str, Any]:
+    """The model and bands in `settings` on the evaluation set."""
+    classifier = build_classifier(settings)
+    try:
+        scores = await score(classifier, evalset.texts)
+    finally:
+        await classifier.aclose()
+    report = evaluate(evalset, scores, settings.routing)
+    probs = np.array([max(s.values(), default=0.0) for s in scores])
+    return {
+        "auroc": round(report["auroc"], 4),
+        "auprc": round(report["auprc"], 4),
+        "auto_error_rate": round(report["auto_error_rate"], 4),
+        "escalation_rate": round(report["escalation_rate"], 4),
+        "tier1_share_at_5pct": round(tier1_share(probs, np.array(evalset.labels)), 4),
+        "allow_below": settings.routing.allow_below,
+        "block_above": settings.routing.block_above,
+    }
+
+
+async def run_flywheel(
+    base: Path,
+    data: Labelled,
+    evalset: Labelled,
+    frontier_url: str,
+    opts: FlywheelOptions,
+    on_round: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Round 0 (the starting model and bands) and `opts.rounds` rounds of the loop."""
+    slice_size = min(opts.slice_size, len(data) // opts.rounds)
+    if slice_size < 50:
+        raise ConfigError(f"--data has {len(data)} rows: too few for {opts.rounds} rounds")
+    replay = uuid.uuid4().hex[:8]
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    settings = round_settings(base, f"{replay}-r0", frontier_url, opts, None, None, replay)
+    category = settings.policy.cpu_category
+    model: Path | None = None
+    bands: RoutingSettings | None = None
+    seen = Pool()
+    first = {
+        **await measure(settings, evalset),
+        "round": 0,
+        "frontier_calls": 0,
+        "frontier_cost_usd": 0.0,
+    }
+    rounds = [first]
+    on_round(first)
+    for r in range(1, opts.rounds + 1):
+        tag = f"{replay}-r{r}"
+        settings = round_settings(base, tag, frontier_url, opts, model, bands, replay)
+        rows = range((r - 1) * slice_size, r * slice_size)
+        posts = [(f"{tag}-{i}", data.texts[i]) for i in rows]
+        truth = {f"{tag}-{i}": data.labels[i] for i in rows}
+        started = time.monotonic()
+        await run_pipeline(settings, posts, opts.round_timeout_s)
+        audited = await review_audits(settings, truth, category)
+        snap = await snapshot(settings)
+        dataset = build(snap, settings)
+        write(dataset, opts.out_dir / f"round-{r}" / "dataset")
+        frontier = [v for _, v in snap.verdicts if v.get("tier") == "frontier"]
+        pipeline_s = time.monotonic() - started
+        _accumulate(seen, dataset, settings, opts.audit_rate)
+        model, bands = _retrain(seen, opts, r, category, model, bands)
+        measured = await measure(
+            round_settings(base, tag, frontier_url, opts, model, bands, replay), evalset
+        )
+        result = {
+            **measured,
+            "round": r,
+            "posts": len(posts),
+            "escalated": len(snap.escalations),
+            "audited": audited,
+            "train_rows": len(seen.train),
+            "frontier_calls": len(frontier),
+            "frontier_cost_usd": round(sum(float(v.get("cost_usd", 0.0)) for v in frontier), 6),
+            "pipeline_seconds": round(pipeline_s, 1),
+        }
+        rounds.append(result)
+        on_round(result)
+    (opts.out_dir / "rounds.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
+    return rounds
+
+
+def _accumulate(seen: Pool, dataset: Dataset, settings: Settings, audit_rate: float) -> None:
+    # The audit sample is split by the same text hash as the escalated posts: its train
+    # side shows the model the confident region that escalations never cover, its test side
+    # stays unseen and, weighted, stands for every auto-decided post.
+    share = settings.learning.test_share
+    audit_test = [row for row in dataset.audit if in_test(row.text, share)]
+    audit_train = [row for row in dataset.audit if not in_test(row.text, share)]
+    seen.train += dataset.train + audit_train
+    seen.calibration += [(row, max(1, round(1 / share))) for row in dataset.test]
+    audit_weight = max(1, round(1 / (audit_rate * share))) if audit_rate > 0 else 1
+    seen.calibration += [(row, audit_weight) for row in audit_test]
+
+
+def _retrain(
+    seen: Pool,
+    opts: FlywheelOptions,
+    r: int,
+    category: str,
+    model: Path | None,
+    bands: RoutingSettings | None,
+) -> tuple[Path | None, RoutingSettings | None]:
+    if len({row.label for row in seen.train}) < 2:
+        log.warning("round %d: the labelled posts are all one class so far; model kept", r)
+        return model, bands
+    calibration = [row for row, _ in seen.calibration]
+    out = opts.out_dir / f"round-{r}" / "model"
+    checks = _labelled(calibration) if len({x.label for x in calibration}) == 2 else None
+    try:
+        train(
+            _labelled(seen.train),
+            out,
+            category,
+            prior=opts.prior,
+            test=checks or _labelled(seen.train),
+        )
+    except ValueError as exc:  # scikit-learn on very few rows: e.g. no n-gram left
+        log.warning("round %d: training failed (%s); model kept", r, exc)
+        return model, bands
+    if not calibration:
+        log.warning("round %d: nothing to calibrate on yet; bands kept", r)
+        return out, bands
+    from classifiers.cpu import CpuClassifier
+
+    probs = np.array(CpuClassifier.load(out, category).predict([row.text for row in calibration]))
+    labels = np.array([row.label for row in calibration])
+    weights = np.array([w for _, w in seen.calibration])
+    try:
+        return out, calibrate(probs, labels, weights, opts.escalation_rate)
+    except ModpipeError as exc:
+        log.warning("round %d: calibration failed (%s); bands kept", r, exc)
+        return out, bands
