@@ -5,6 +5,11 @@ never reaches Redis; values are the verdict without the post. A short lock per k
 concurrent identical posts across workers cost one call: the holder calls the provider,
 the others wait for its cached verdict. Every Redis failure becomes CacheUnavailable, and
 callers carry on without the cache.
+
+Two Redis roles: verdicts may be evicted (the cache Redis, `redis.cache_url`, runs
+allkeys-lru), while locks and the daily budget live on the state Redis (`redis.url`,
+noeviction), so memory pressure from cached verdicts can never drop a lock or the
+budget counter. Without `cache_url` both roles share one server.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from modpipe.core.errors import CacheUnavailable
+from modpipe.core.redis_client import check_redis_access, connect_redis
 from modpipe.core.settings import RedisSettings
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
@@ -49,26 +55,52 @@ def cache_key(policy_version: str, provider: str, model: str, text: str) -> str:
 class VerdictCache:
     """Verdicts by cache key in Redis, with a short per-key lock for single flight."""
 
-    def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
-        self._redis = client
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: RedisSettings,
+        state: aioredis.Redis | None = None,
+    ) -> None:
+        self._redis = client  # verdicts: evictable
+        self._state = client if state is None else state  # locks: never evicted
         self._prefix = settings.key_prefix
         self._ttl_s = settings.cache_ttl_s
         self._lock_ms = int(settings.lock_ttl_s * 1000)
-        self._release = client.register_script(_RELEASE)
+        self._release = self._state.register_script(_RELEASE)
 
     @classmethod
     def connect(cls, settings: RedisSettings) -> VerdictCache:
-        """A cache on `settings.url` with short timeouts, so an outage degrades fast."""
-        client = aioredis.Redis.from_url(
-            settings.url,
-            socket_timeout=settings.timeout_s,
-            socket_connect_timeout=settings.timeout_s,
-        )
-        return cls(client, settings)
+        """Verdicts on `settings.cache_url` (else `url`), locks on `url`; short timeouts,
+        so an outage degrades fast."""
+
+        state = connect_redis(settings)
+        cache = connect_redis(settings, settings.cache_url) if settings.cache_url else state
+        return cls(cache, settings, state)
 
     @property
     def client(self) -> aioredis.Redis:
+        """The cache Redis (verdicts; may evict)."""
         return self._redis
+
+    @property
+    def state(self) -> aioredis.Redis:
+        """The state Redis (locks; shared with the budget; must not evict)."""
+        return self._state
+
+    async def check_access(self, settings: RedisSettings) -> None:
+        """Raise AccessError if either Redis role refuses our credentials or TLS."""
+        await check_redis_access(self._state, settings, settings.url)
+        if self._redis is not self._state and settings.cache_url:
+            await check_redis_access(self._redis, settings, settings.cache_url)
+
+    async def ping(self) -> None:
+        """Raise CacheUnavailable unless both Redis roles answer (readiness)."""
+        try:
+            await self._state.ping()
+            if self._redis is not self._state:
+                await self._redis.ping()
+        except RedisError as exc:
+            raise CacheUnavailable(f"redis ping failed: {exc}") from exc
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """The cached verdict, or None."""
@@ -91,7 +123,7 @@ class VerdictCache:
         """A token if we now hold the key's lock, None if another caller does."""
         token = uuid.uuid4().hex
         try:
-            got = await self._redis.set(
+            got = await self._state.set(
                 f"{self._prefix}:lock:{key}", token, nx=True, px=self._lock_ms
             )
         except RedisError as exc:
@@ -114,7 +146,7 @@ class VerdictCache:
             if verdict is not None:
                 return verdict
             try:
-                if not await self._redis.exists(lock):
+                if not await self._state.exists(lock):
                     return await self.get(key)
             except RedisError as exc:
                 raise CacheUnavailable(f"redis exists failed: {exc}") from exc
@@ -123,3 +155,5 @@ class VerdictCache:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        if self._state is not self._redis:
+            await self._state.aclose()

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, TypeVar
 
+from escalation import prompt
 from escalation.budget import Budget
 from escalation.cache import VerdictCache, cache_key
-from escalation.providers import Provider, ProviderVerdict
+from escalation.providers import MAX_OUTPUT_TOKENS, Provider, ProviderVerdict
+from modpipe.core.cost import CostModel
 from modpipe.core.errors import (
     BudgetExhausted,
     CacheUnavailable,
@@ -88,6 +91,7 @@ class FrontierTier:
         self._cache = cache
         self._budget = budget
         self._metrics = metrics
+        self._cost = CostModel(settings.prices)
         esc = settings.escalation
         self._breaker = CircuitBreaker(esc.breaker_failures, esc.breaker_cooldown_s)
         # Redis gets a breaker of its own: when it is down, skip it instead of paying a
@@ -101,6 +105,16 @@ class FrontierTier:
     def provider(self) -> Provider:
         return self._provider
 
+    @property
+    def cache(self) -> VerdictCache | None:
+        """The verdict cache (None without Redis)."""
+        return self._cache
+
+    async def check_access(self) -> None:
+        """At start: raise AccessError if Redis refuses our password, user or TLS."""
+        if self._cache is not None:
+            await self._cache.check_access(self._settings.redis)
+
     async def aclose(self) -> None:
         await self._provider.aclose()
         if self._cache is not None:
@@ -111,9 +125,14 @@ class FrontierTier:
         key = cache_key(
             self._settings.policy.version, self._provider.name, self._provider.model, text
         )
-        shared = self._inflight.get(key)
-        if shared is not None:
-            decided = await asyncio.shield(shared)
+        while (shared := self._inflight.get(key)) is not None:
+            try:
+                decided = await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                continue  # the caller deciding it was cancelled, not this one: take over
             self._metrics.cache.labels("hit").inc()
             return replace(decided, tier="cache", cost_usd=0.0)
         future: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
@@ -176,6 +195,13 @@ class FrontierTier:
             if isinstance(token, str):
                 await self._redis(cache.unlock, key, token)
 
+    def _estimate_usd(self, text: str) -> float:
+        # An upper estimate, reserved before the call: the prompt at 2 characters per
+        # token (dense scripts tokenize far worse than English's ~4) and a full reply.
+        chars = sum(len(m["content"]) for m in prompt.messages(self._settings.policy, text))
+        tokens_in = math.ceil(chars / 2) + 16  # + per-message framing
+        return self._cost.frontier_usd(self._provider.model, tokens_in, MAX_OUTPUT_TOKENS)
+
     async def _call(self, text: str) -> Decided:
         provider = self._provider
         requests = self._metrics.provider_requests
@@ -189,16 +215,22 @@ class FrontierTier:
             requests.labels(provider.name, status_of(exc)).inc()
             log.info("provider=%s attempt failed: %s", provider.name, exc)
 
+        reserved = 0.0
         if provider.paid:
             try:
-                await self._budget.check()
+                reserved = await self._budget.reserve(self._estimate_usd(text))
             except BudgetExhausted as exc:
                 failed(exc)
                 raise
         deadline = time.monotonic() + self._settings.escalation.deadline_s
-        verdict = await retry(attempt, deadline, self._breaker, on_error=failed)
+        try:
+            verdict = await retry(attempt, deadline, self._breaker, on_error=failed)
+        except BaseException:
+            if provider.paid:  # nothing was billed for a call that never answered
+                await self._budget.settle(reserved, 0.0)
+            raise
         if provider.paid:
-            remaining = await self._budget.add(verdict.cost_usd)
+            remaining = await self._budget.settle(reserved, verdict.cost_usd)
             self._metrics.budget_remaining.set(max(0.0, remaining))
         self._metrics.tokens.labels("frontier").inc(verdict.input_tokens + verdict.output_tokens)
         self._metrics.cost.labels("frontier").inc(verdict.cost_usd)
@@ -221,6 +253,8 @@ def build_frontier(settings: Settings, metrics: Metrics) -> FrontierTier | None:
     if provider is None:
         return None
     cache = VerdictCache.connect(settings.redis)
-    budget = Budget(settings.escalation.daily_budget_usd, cache.client, settings.redis.key_prefix)
+    # The budget counter lives on the state Redis: an evicted counter would restart at zero.
+    budget = Budget(settings.escalation.daily_budget_usd, cache.state, settings.redis.key_prefix)
     metrics.budget_remaining.set(settings.escalation.daily_budget_usd)
+    metrics.budget_daily.set(settings.escalation.daily_budget_usd)
     return FrontierTier(settings, provider, cache, budget, metrics)

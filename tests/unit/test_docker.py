@@ -4,10 +4,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
 from modpipe.core.metrics import Metrics
+from modpipe.core.settings import load_settings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
@@ -31,7 +33,8 @@ def test_compose_has_every_service_with_loopback_ports() -> None:
     services = compose["services"]
     assert set(services) >= {
         "kafka",
-        "redis",
+        "redis-state",
+        "redis-cache",
         "vllm",
         "worker",
         "escalator",
@@ -61,8 +64,43 @@ def test_prometheus_scrapes_the_ports_the_workers_serve() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
     worker = int(compose["worker"]["environment"]["MODPIPE_METRICS__PORT"])
     escalator = int(compose["escalator"]["environment"]["MODPIPE_METRICS__ESCALATOR_PORT"])
-    assert {f"worker:{worker}", f"escalator:{escalator}", "vllm:8000"} <= targets
+    review = int(compose["review"]["environment"]["MODPIPE_METRICS__REVIEW_PORT"])
+    assert {
+        f"worker:{worker}",
+        f"escalator:{escalator}",
+        f"review:{review}",
+        "vllm:8000",
+    } <= targets
     assert f"127.0.0.1:{escalator}:{escalator}" in compose["escalator"]["ports"]
+    assert prom["rule_files"] == ["alerts.yml"]
+    mounts = compose["prometheus"]["volumes"]
+    assert "./alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+
+
+def redis_policy(service: dict) -> str:
+    command = service["command"]
+    return command[command.index("--maxmemory-policy") + 1]
+
+
+def test_compose_environment_is_valid_settings_with_two_redis_roles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    for name in ("worker", "escalator", "review"):
+        for key, value in services[name]["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        settings = load_settings()  # an unknown MODPIPE_* key or a bad value fails here
+        assert settings.metrics.host == "0.0.0.0"
+    cache_host = settings.redis.cache_url.split("//")[1].split(":")[0]
+    state_host = settings.redis.url.split("//")[1].split(":")[0]
+    # Cached verdicts may be evicted; the budget counter and the locks never.
+    assert redis_policy(services[cache_host]) == "allkeys-lru"
+    assert redis_policy(services[state_host]) == "noeviction"
+    assert set(services["escalator"]["depends_on"]) >= {cache_host, state_host}
+    for name in ("worker", "escalator"):
+        port = services[name]["ports"][0].split(":")[1]
+        assert f"127.0.0.1:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
+        assert services[name]["stop_grace_period"] == "45s"
 
 
 def test_every_dashboard_query_names_an_exported_metric() -> None:
