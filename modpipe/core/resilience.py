@@ -26,9 +26,12 @@ class CircuitBreaker:
                                                └──probe fails──> open
     """
 
-    def __init__(self, failures: int, cooldown_s: float) -> None:
+    def __init__(
+        self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._threshold = failures
         self._cooldown_s = cooldown_s
+        self._clock = clock
         self._consecutive = 0
         self._opened_at: float | None = None
         self._probing = False
@@ -41,16 +44,14 @@ class CircuitBreaker:
         return "half-open" if self._cooled_down() else "open"
 
     def _cooled_down(self) -> bool:
-        return self._opened_at is not None and (
-            time.monotonic() - self._opened_at >= self._cooldown_s
-        )
+        return self._opened_at is not None and (self._clock() - self._opened_at >= self._cooldown_s)
 
     def before_call(self) -> None:
         """Raise CircuitOpen unless a call may go out now."""
         if self._opened_at is None:
             return
         if not self._cooled_down():
-            remaining = self._cooldown_s - (time.monotonic() - self._opened_at)
+            remaining = self._cooldown_s - (self._clock() - self._opened_at)
             raise CircuitOpen("provider circuit is open", retry_after=remaining)
         if self._probing:
             raise CircuitOpen("provider circuit is half-open; a probe is in flight", 0.5)
@@ -66,7 +67,7 @@ class CircuitBreaker:
         if self._probing or self._consecutive >= self._threshold:
             if self._opened_at is None or self._probing:
                 log.warning("circuit opened after %d consecutive failures", self._consecutive)
-            self._opened_at = time.monotonic()
+            self._opened_at = self._clock()
         self._probing = False
 
 
@@ -76,8 +77,10 @@ async def retry(
     breaker: CircuitBreaker,
     on_error: Callable[[ProviderError], None] = lambda exc: None,
     rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
-    """Run `call` until it succeeds, a non-retryable error, or `deadline` (time.monotonic()).
+    """Run `call` until it succeeds, a non-retryable error, or `deadline` (on `clock`).
 
     Between tries: full-jitter exponential backoff, but never less than the server's
     Retry-After or the breaker's remaining cool-down.
@@ -103,7 +106,7 @@ async def retry(
                 raise
             backoff = rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
             delay = max(backoff, getattr(exc, "retry_after", None) or 0.0)
-            if time.monotonic() + delay >= deadline:
+            if clock() + delay >= deadline:
                 raise
-            await asyncio.sleep(delay)
+            await sleep(delay)
             attempt += 1

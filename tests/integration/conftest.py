@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from modpipe.cli.demo import Collector
-from modpipe.core.kafka import ensure_pipeline_topics
+from modpipe.core.kafka import client_options, ensure_pipeline_topics, topic_partitions
 from modpipe.core.settings import Settings, load_settings
 from tests.conftest import CONFIG
 
@@ -39,3 +42,114 @@ async def collector(settings: Settings) -> AsyncIterator[Collector]:
     await c.start()
     yield c
     await c.stop()
+
+
+class Worker(Protocol):
+    def run(self) -> Awaitable[int]: ...
+
+    def stop(self) -> None: ...
+
+
+async def run_until(
+    worker: Worker, done: Callable[[], bool], what: str, timeout_s: float = 60.0
+) -> int:
+    """Run `worker` until `done()` (the outputs a test expects are all seen), then stop it
+    gracefully; its exit code. A worker that exits by itself first ends the wait too."""
+    task = asyncio.ensure_future(worker.run())
+    try:
+        await wait_until(lambda: done() or task.done(), timeout_s, what)
+    finally:
+        worker.stop()
+        code = await asyncio.wait_for(task, 60)
+    return code
+
+
+def _post_id(value: dict[str, Any]) -> str:
+    post = value.get("post")
+    return str(value.get("post_id") or (post.get("post_id") if isinstance(post, dict) else ""))
+
+
+class Outputs:
+    """Every record on a test's output topics from now on, duplicates included.
+
+    `settle()` waits until everything published so far has been read, so counts taken
+    after a worker stopped are final (a late duplicate cannot arrive after the count).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        t = settings.topics
+        self._settings = settings
+        self._kinds = {t.verdicts: "verdicts", t.escalations: "escalations", t.review: "review"}
+        self._dlq = t.dlq
+        self.verdicts: dict[str, list[dict[str, Any]]] = {}
+        self.escalations: dict[str, list[dict[str, Any]]] = {}
+        self.review: dict[str, list[dict[str, Any]]] = {}
+        self.dead_letters: list[dict[str, Any]] = []
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings.kafka), enable_auto_commit=False, group_id=None
+        )
+        self._read: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Outputs:
+        await ensure_pipeline_topics(self._settings)
+        parts = await topic_partitions(self._settings.kafka, [*self._kinds, self._dlq])
+        await self._consumer.start()
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:  # positions fixed now, before anything is published
+            self._read[tp] = await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._consume())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _consume(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, messages in batches.items():
+                for m in messages:
+                    self._add(tp.topic, m.value)
+                    self._read[tp] = m.offset + 1
+
+    def _add(self, topic: str, raw: bytes | None) -> None:
+        try:
+            value = json.loads(raw or b"")
+        except ValueError:
+            return  # a test's deliberately bad input (escalations are an input topic too)
+        if not isinstance(value, dict):
+            return
+        if topic == self._dlq:
+            self.dead_letters.append(value)
+        else:
+            getattr(self, self._kinds[topic]).setdefault(_post_id(value), []).append(value)
+
+    def decided(self) -> set[str]:
+        """Post ids with a verdict or an escalation (everything triage owes a valid post)."""
+        return set(self.verdicts) | set(self.escalations)
+
+    def duplicates(self) -> int:
+        """Records beyond the first of their kind for a post: a second verdict, escalation or
+        review item. (An escalated post has an escalation and, from tier 2, a verdict.)"""
+        kinds = (self.verdicts, self.escalations, self.review)
+        return sum(len(records) - 1 for kind in kinds for records in kind.values())
+
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """Return once every record published before this call has been read."""
+        ends = await self._consumer.end_offsets(list(self._read))
+        await wait_until(
+            lambda: all(self._read[tp] >= end for tp, end in ends.items()),
+            timeout_s,
+            "the output topics read to their end",
+        )
+
+
+@pytest.fixture
+async def outputs(settings: Settings) -> AsyncIterator[Outputs]:
+    """Every record on the test's output topics from now on, duplicates included."""
+    async with Outputs(settings) as o:
+        yield o

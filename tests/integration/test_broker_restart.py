@@ -1,68 +1,125 @@
 """Kafka restarting under both workers: every post still ends with its final verdict.
 
-The test stops and restarts the shared local broker; the other tests do not run
-concurrently, and it waits for the broker to answer again before it ends. Faust's
-consumer needs some seconds after the broker returns to fetch again, hence the long
-idle exit."""
+The test runs its own second stack (Kafka and Redis on free ports, in a home of its own,
+as tests/integration/test_stack.py does) and restarts that broker, so the shared one on
+127.0.0.1:9092 and everyone's tests on it are never touched.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from classifiers import build_classifier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
-from modpipe.core.settings import load_settings
-from modpipe.stack import stack_up
-from modpipe.stack.services import _recorded_pid, _services
+from modpipe.core.settings import Settings, load_settings
+from modpipe.stack import stack_down, stack_up
 from streams.app import TriageWorker
-from tests.conftest import CONFIG
-from tests.integration.conftest import wait_until
+from tests.conftest import CONFIG, MakeSettings
+from tests.integration.conftest import Outputs, wait_until
+
+TEXTS = ["have a nice day", "you are a fucking idiot", "your opinion is garbage"]
+OUTAGE_S = 2.0  # how long the broker stays down: the workers must notice it is gone
 
 
-async def restart_kafka() -> None:
-    settings = load_settings(CONFIG)
-    kafka = _services(settings)[0]
-    pid = _recorded_pid(kafka)
-    if pid is None:
-        pytest.skip("the broker was not started by modpipe stack up; cannot restart it")
-    os.kill(pid, signal.SIGTERM)
-    while _recorded_pid(kafka) is not None:
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(2.0)  # the workers see the broker gone for a while
-    await asyncio.to_thread(stack_up, settings)
+def free_port_pair() -> int:
+    """A free port whose successor is free too (the broker's controller listens there)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
 
 
-async def test_broker_restart_loses_no_post(make_settings) -> None:
+@pytest.fixture
+async def own_stack(make_settings: MakeSettings, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Settings for a Kafka and Redis of this test's own, started here and stopped after."""
+    shared = load_settings(CONFIG).stack
+    jars = shared.home / f"kafka-{shared.kafka_version}"
+    (tmp_path / jars.name).symlink_to(jars)  # reuse the fetched jars, not the data
+    kafka_port, redis_port = free_port_pair(), free_port_pair()
     settings = make_settings(
-        triage={"batch_max": 100, "audit_rate": 0.0}, escalation={"provider": "none"}
+        kafka={"bootstrap": f"127.0.0.1:{kafka_port}"},
+        stack={"home": str(tmp_path), "redis_port": redis_port},
+        redis={"url": f"redis://127.0.0.1:{redis_port}/0"},
+        triage={"batch_max": 100, "audit_rate": 0.0, "state_dir": str(tmp_path / "faust")},
+        escalation={"provider": "none"},
     )
-    texts = ["have a nice day", "you are a fucking idiot", "your opinion is garbage"]
+    assert settings.kafka.bootstrap != load_settings(CONFIG).kafka.bootstrap
+    await asyncio.to_thread(stack_up, settings)
+    try:
+        yield settings
+    finally:
+        await asyncio.to_thread(stack_down, settings)
+
+
+async def restart_kafka(settings: Settings) -> None:
+    """Stop this test's broker (and Redis; the escalator here does not use it), wait, start."""
+    await asyncio.to_thread(stack_down, settings)  # bounded: SIGKILL after its timeout
+    await asyncio.sleep(OUTAGE_S)
+    await asyncio.to_thread(stack_up, settings)  # bounded: fails after its timeout
+
+
+async def test_broker_restart_loses_no_post(own_stack: Settings) -> None:
+    settings = own_stack
     values = [
-        json.dumps({"post_id": f"p{i}", "text": f"{texts[i % 3]} {i}"}).encode()
+        json.dumps({"post_id": f"p{i}", "text": f"{TEXTS[i % 3]} {i}"}).encode()
         for i in range(3000)
     ]
-    async with Collector(settings, marker="") as c:
-        await publish(settings.kafka.bootstrap, settings.topics.posts, values[:1500])
-        classifier = build_classifier(settings)
-        workers = [
-            TriageWorker(settings, classifier, Metrics()),
+    async with Outputs(settings) as out:
+        await publish(settings.kafka, settings.topics.posts, values[:1500])
+        workers: list[TriageWorker | EscalationWorker] = [
+            TriageWorker(settings, build_classifier(settings), Metrics()),
             EscalationWorker(settings, None, Metrics()),
         ]
-        tasks = [asyncio.create_task(w.run(idle_exit=30.0)) for w in workers]
-        await wait_until(lambda: len(c.outcomes.verdicts) >= 300, 60, "the first verdicts")
-        await restart_kafka()
-        await publish(settings.kafka.bootstrap, settings.topics.posts, values[1500:])
-        codes = await asyncio.wait_for(asyncio.gather(*tasks), 180)
+        tasks = [asyncio.ensure_future(w.run()) for w in workers]
+        try:
+            await wait_until(lambda: len(out.verdicts) >= 1, 60, "the first verdicts")
+            started, done_then = time.monotonic(), len(out.verdicts)
+            await wait_until(lambda: len(out.verdicts) >= 300, 60, "300 verdicts")
+            # The rate the workers ran at before the outage, measured in this run.
+            rate = (len(out.verdicts) - done_then) / (time.monotonic() - started)
+            await restart_kafka(settings)
+            await publish(settings.kafka, settings.topics.posts, values[1500:])
+            await wait_until(
+                lambda: len(out.verdicts) >= 3000 or any(t.done() for t in tasks),
+                180,
+                "3000 final verdicts",
+            )
+        finally:
+            for w in workers:
+                w.stop()
+            codes = await asyncio.wait_for(asyncio.gather(*tasks), 120)
         assert codes == [0, 0]
-        await wait_until(lambda: len(c.outcomes.verdicts) >= 3000, 20, "3000 final verdicts")
-    assert set(c.outcomes.verdicts) == {f"p{i}" for i in range(3000)}
-    duplicates = sum(len(v) - 1 for v in c.outcomes.verdicts.values())
-    print(f"duplicate verdicts across the broker restart: {duplicates} of 3000")
+        await out.settle()
+    assert set(out.verdicts) == {f"p{i}" for i in range(3000)}
+    duplicates = out.duplicates()
+    # Outputs can be repeated only for work not committed when the broker went: what a
+    # rejoin after the restart re-reads, and records re-sent because their acks were lost.
+    # Per worker that is its work in flight plus what it acked in the last two commit
+    # intervals (a commit tick is skipped while the previous one is in flight; see
+    # test_triage_worker.py's SIGKILL test), at the rate measured above.
+    triage, esc = settings.triage, settings.escalation
+    bound = (
+        triage.max_batches_in_flight * triage.batch_max
+        + math.ceil(2 * triage.commit_interval_s * rate)
+        + esc.max_in_flight
+        + math.ceil(2 * esc.commit_interval_s * rate)
+    )
+    print(f"duplicate outputs across the broker restart: {duplicates} of 3000 (bound {bound})")
+    assert duplicates <= bound

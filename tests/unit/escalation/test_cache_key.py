@@ -25,6 +25,13 @@ def test_key_depends_on_policy_provider_model_and_text() -> None:
     )
 
 
+def test_fields_cannot_run_into_each_other() -> None:
+    # Concatenated without a separator, model "m" + text "2x" would read as "m2" + "x".
+    assert cache_key("v1", "chat", "m", "2x") != cache_key("v1", "chat", "m2", "x")
+    assert cache_key("v1", "chat", "m", "x") != cache_key("v1", "cha", "tm", "x")
+    assert cache_key("v1", "chat", "m", "x") != cache_key("v", "1chat", "m", "x")
+
+
 def test_key_does_not_contain_the_text() -> None:
     key = cache_key("v1", "chat", "m", "secretword")
     assert "secret" not in key and len(key) == 64

@@ -3,6 +3,7 @@ from aiokafka import TopicPartition
 from escalation.offsets import OffsetTracker
 
 TP = TopicPartition("t", 0)
+OTHER = TopicPartition("t", 1)
 
 
 def test_position_waits_for_the_oldest_unfinished_offset() -> None:
@@ -18,8 +19,46 @@ def test_position_waits_for_the_oldest_unfinished_offset() -> None:
     assert t.committable() == {TP: 13}
 
 
+def test_partitions_are_tracked_apart() -> None:
+    t = OffsetTracker()
+    t.started(TP, 5)
+    t.started(OTHER, 40)
+    t.finished(OTHER, 40)
+    assert t.committable() == {TP: 5, OTHER: 41}
+    assert t.in_flight() == 1
+
+
+def test_an_older_offset_seen_again_never_moves_the_position_back() -> None:
+    # After a seek back (a retried fetch, a rebalance), offsets below the highest
+    # already started come in again; the position must stay one past the highest.
+    t = OffsetTracker()
+    for offset in (10, 11, 12):
+        t.started(TP, offset)
+        t.finished(TP, offset)
+    t.started(TP, 11)
+    assert t.committable() == {TP: 11}
+    t.finished(TP, 11)
+    assert t.committable() == {TP: 13}
+
+
 def test_forget_drops_revoked_partitions() -> None:
     t = OffsetTracker()
     t.started(TP, 0)
     t.forget({TP})
     assert t.committable() == {} and t.in_flight() == 0
+
+
+def test_a_reassigned_partition_commits_again_after_forget() -> None:
+    # The last commit before a revocation can fail (the group is rebalancing), so the
+    # broker may hold an older offset than the one marked. After reassignment the same
+    # position must be committed again, not skipped as "already committed".
+    t = OffsetTracker()
+    for offset in (10, 11, 12):
+        t.started(TP, offset)
+        t.finished(TP, offset)
+    t.mark_committed(t.committable())
+    t.forget({TP})
+    for offset in (10, 11, 12):  # read again from the broker's older offset
+        t.started(TP, offset)
+        t.finished(TP, offset)
+    assert t.committable() == {TP: 13}

@@ -24,6 +24,22 @@ def test_clopper_pearson_zero_errors_closed_form() -> None:
     assert clopper_pearson_upper(0, 100, 0.95) == pytest.approx(1 - 0.05 ** (1 / 100))
 
 
+@pytest.mark.parametrize(("k", "n"), [(1, 1), (5, 5), (200, 200)])
+def test_clopper_pearson_all_errors_is_a_bound_of_one(k: int, n: int) -> None:
+    # Every auto-decided post wrong: the bound is 1, never NaN (beta(k + 1, 0) is undefined).
+    assert clopper_pearson_upper(k, n, 0.95) == 1.0
+
+
+def test_clopper_pearson_is_element_wise_and_total_over_the_band_grid() -> None:
+    errors = np.array([0, 3, 5, 0])
+    n = np.array([10, 5, 5, 0])
+    upper = clopper_pearson_upper(errors, n, 0.9)
+    assert not np.isnan(upper).any()
+    assert upper[0] == pytest.approx(1 - 0.1 ** (1 / 10))
+    assert upper[1] == pytest.approx(clopper_pearson_upper(3, 5, 0.9))
+    assert list(upper[2:]) == [1.0, 1.0]  # k = n, and nothing auto-decided
+
+
 def synthetic(n: int = 4000, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
