@@ -5,18 +5,37 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install redis-server stack-up stack-down demo test test-unit lint bench clean
+.PHONY: install redis-server browser prometheus stack-up stack-down demo test test-unit lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev,eval]'
+	$(BIN)/pip install -q -e '.[dev,eval,review]'
 	touch $@
 
 install: $(VENV)/.installed
 
+# The fine-tuning test's stack (torch, transformers, peft, accelerate): `make test` only,
+# never `make demo`. PyPI's torch brings ~5 GB of CUDA libraries (measured: +5.7 GB and
+# about 2 minutes on a fresh venv); there is no CPU-only torch on PyPI.
+$(VENV)/.finetune: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[finetune]'
+	touch $@
+
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
+	@command -v openssl >/dev/null || { apt-get update -q && apt-get install -y -q openssl; }  # stack up --secure
+
+# The review console's browser test: Debian's chromium and its chromedriver.
+browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || \
+		{ apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+
+# Alert rules and dashboard queries are tested on a real Prometheus: Debian's package
+# (prometheus and promtool); its service is not started, the tests run their own.
+prometheus:
+	@{ command -v prometheus && command -v promtool; } >/dev/null || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
 
 stack-up: install redis-server
 	$(BIN)/modpipe stack up
@@ -27,7 +46,7 @@ stack-down: install
 demo: stack-up
 	$(BIN)/modpipe demo
 
-test: stack-up
+test: stack-up browser prometheus $(VENV)/.finetune
 	$(BIN)/pytest -q
 
 test-unit: install
@@ -40,6 +59,7 @@ lint: install
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m tests.ops.manifests
 
 bench: stack-up
 	$(BIN)/modpipe bench

@@ -72,9 +72,7 @@ async def run(url: str, posts: int, in_flight: int, repeat: float) -> tuple[floa
     )
     metrics = Metrics()
     async with Collector(settings, marker="") as collector:
-        await publish(
-            settings.kafka.bootstrap, settings.topics.escalations, escalations(posts, repeat)
-        )
+        await publish(settings.kafka, settings.topics.escalations, escalations(posts, repeat))
         frontier = build_frontier(settings, metrics)
         started = time.perf_counter()
         worker = EscalationWorker(settings, frontier, metrics)

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+MAX_OUTPUT_TOKENS = 300
+"""The reply cap of a chat call (a verdict is far shorter); the budget reserves it."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderVerdict:
@@ -123,7 +126,7 @@ class ChatProvider:
                 messages=prompt.messages(self._policy, text),
                 response_format=self._response_format,
                 temperature=0,
-                max_tokens=300,
+                max_tokens=MAX_OUTPUT_TOKENS,
             )
         )
         if not completion.choices:

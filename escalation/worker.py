@@ -25,7 +25,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from escalation.frontier import Decided, FrontierTier
 from escalation.offsets import OffsetTracker
 from modpipe.core.errors import BudgetExhausted, InvalidRecord, ProviderError
-from modpipe.core.kafka import publish, report_lag
+from modpipe.core.kafka import client_options, publish, report_lag
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import (
     Escalation,
@@ -38,6 +38,8 @@ from modpipe.core.records import (
     dead_letter,
     encode,
     parse_escalation,
+    readable_error,
+    wire_limits,
 )
 from modpipe.core.settings import Settings
 
@@ -66,6 +68,7 @@ class EscalationWorker:
         self.frontier = frontier
         self.metrics = metrics
         self.offsets = OffsetTracker()
+        self._limits = wire_limits(settings.kafka.max_message_bytes)
         self.processed = 0
         self.failure: BaseException | None = None
         self._slots = asyncio.Semaphore(settings.escalation.max_in_flight)
@@ -90,7 +93,7 @@ class EscalationWorker:
         """Run until stopped, `max_posts` started, or `idle_exit` seconds without input."""
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka.bootstrap,
+            **client_options(s.kafka),
             group_id=s.escalation.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -98,7 +101,11 @@ class EscalationWorker:
             max_poll_records=s.escalation.max_in_flight,
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka.bootstrap, acks="all", linger_ms=2
+            **client_options(s.kafka),
+            acks="all",
+            enable_idempotence=True,  # every record here carries a decision
+            linger_ms=2,
+            max_request_size=self._limits.request_bytes,  # a dead letter may be ~1.5 MB
         )
         await self._producer.start()
         await self._consumer.start()
@@ -111,7 +118,7 @@ class EscalationWorker:
         self.last_input = last_commit = time.monotonic()
         lag = asyncio.create_task(
             report_lag(
-                s.kafka.bootstrap,
+                s.kafka,
                 s.escalation.group_id,
                 s.topics.escalations,
                 self.metrics.consumer_lag,
@@ -166,11 +173,16 @@ class EscalationWorker:
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
-            records = await self._outputs(record)
+            try:
+                records = await self._outputs(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # this record alone failed: it goes to the DLQ
+                records = [self._dead_letter(record, exc)]
             await self._publish(records)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug or a broker that stays down: stop, do not commit
+        except Exception as exc:  # a broker that stays down: stop, do not commit
             log.exception("escalation failed partition=%d offset=%d", tp.partition, record.offset)
             self.failure = exc
         else:
@@ -179,23 +191,35 @@ class EscalationWorker:
             self._slots.release()
 
     async def _outputs(self, record: ConsumerRecord[bytes, bytes]) -> list[Outgoing]:
+        escalation, post = parse_escalation(record.value, self._limits.record_bytes)
+        outputs = await self._decide(record, escalation, post)
+        for out in outputs:
+            if len(out.value) > self._limits.record_bytes:
+                raise InvalidRecord(
+                    f"its {out.topic} record would be {len(out.value)} bytes, "
+                    f"over the maximum of {self._limits.record_bytes}",
+                    "size",
+                )
+        return outputs
+
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> Outgoing:
+        msg = Incoming(
+            record.key,
+            record.value,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp / 1000,
+        )
+        reason = exc.reason if isinstance(exc, InvalidRecord) else "internal"
+        self.metrics.dlq.labels(reason).inc()
+        self.metrics.posts.labels("escalator", "dlq").inc()
+        return dead_letter(msg, exc, self.settings.topics.dlq)
+
+    async def _decide(
+        self, record: ConsumerRecord[bytes, bytes], escalation: Escalation, post: Post
+    ) -> list[Outgoing]:
         t = self.settings.topics
-        try:
-            escalation, post = parse_escalation(
-                record.value, 4 * self.settings.kafka.max_message_bytes
-            )
-        except InvalidRecord as exc:
-            msg = Incoming(
-                record.key,
-                record.value,
-                record.topic,
-                record.partition,
-                record.offset,
-                record.timestamp / 1000,
-            )
-            self.metrics.dlq.labels(exc.reason).inc()
-            self.metrics.posts.labels("escalator", "dlq").inc()
-            return [dead_letter(msg, exc, t.dlq)]
         key = post.post_id.encode()
         started = time.monotonic()
         if self.frontier is None:
@@ -207,6 +231,10 @@ class EscalationWorker:
                 "budget" if isinstance(exc, BudgetExhausted) else "provider_failed"
             )
             return self._review(record, escalation, post, reason, str(exc))
+        except Exception as exc:  # a bug below the provider: the post is good, a person decides
+            detail = readable_error(exc)
+            log.error("frontier failed post_id=%s: %s", post.post_id, detail)
+            return self._review(record, escalation, post, "provider_failed", detail)
         finally:
             self.metrics.stage_seconds.labels("escalate").observe(time.monotonic() - started)
         verdict = self._verdict(record, escalation, post, decided)

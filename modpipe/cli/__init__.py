@@ -13,11 +13,39 @@ import logging
 import sys
 from pathlib import Path
 
-from modpipe.cli import bench, config, cost, demo, produce, quality, stack, workers
+from modpipe.cli import (
+    bench,
+    config,
+    cost,
+    dataset,
+    demo,
+    finetune,
+    flywheel,
+    plan,
+    produce,
+    quality,
+    review,
+    stack,
+    workers,
+)
 from modpipe.core.errors import ModpipeError
 from modpipe.core.settings import CONFIG_ENV, load_settings
 
-COMMANDS = (stack, workers, produce, demo, cost, quality, bench, config)
+COMMANDS = (
+    stack,
+    workers,
+    produce,
+    demo,
+    cost,
+    plan,
+    quality,
+    bench,
+    config,
+    review,
+    dataset,
+    flywheel,
+    finetune,
+)
 
 
 def parser() -> argparse.ArgumentParser:

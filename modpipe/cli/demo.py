@@ -18,12 +18,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from modpipe.cli.produce import publish
-from modpipe.core.kafka import ensure_pipeline_topics, topic_partitions
+from modpipe.core.kafka import client_options, ensure_pipeline_topics, topic_partitions
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,10 @@ class Collector:
             t.dlq: "dlq",
         }
         self._marker = marker
-        self._bootstrap = settings.kafka.bootstrap
+        self._kafka = settings.kafka
         self._settings = settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False, group_id=None
+            **client_options(settings.kafka), enable_auto_commit=False, group_id=None
         )
         self.outcomes = Outcomes()
         self._task: asyncio.Task[None] | None = None
@@ -128,7 +129,7 @@ class Collector:
     async def start(self) -> None:
         """Pin every partition at its current end, then consume in the background."""
         await ensure_pipeline_topics(self._settings)
-        parts = await topic_partitions(self._bootstrap, self._topics)
+        parts = await topic_partitions(self._kafka, self._topics)
         await self._consumer.start()
         self._consumer.assign(parts)
         await self._consumer.seek_to_end(*parts)
@@ -232,7 +233,7 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
         await asyncio.wait([ready, *tasks], timeout=60, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         started = time.monotonic()
-        await publish(settings.kafka.bootstrap, settings.topics.posts, values)
+        await publish(settings.kafka, settings.topics.posts, values)
         print(f"published {len(values)} posts as {run}; escalation provider: {provider}")
         while time.monotonic() - started < timeout_s and not any(t.done() for t in tasks):
             if collector.outcomes.unaccounted(ids, malformed) == 0:
@@ -259,8 +260,21 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
     return 0 if out.unaccounted(ids, malformed) == 0 else 1
 
 
+def console_command(settings: Settings, config: Path | None) -> str:
+    """The report's last lines: how to open the reviewers' console on the demo's review queue."""
+    modpipe = "modpipe" if config is None else f"modpipe --config {config}"
+    r = settings.review
+    return (
+        f"review console       http://{r.host}:{r.port}/ on {settings.topics.review} "
+        f"(once: {modpipe} review add-user NAME --role lead, password on stdin)\n"
+        f"{modpipe} review serve"
+    )
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(run_demo(settings, posts=args.posts, timeout_s=args.timeout))
+    code = asyncio.run(run_demo(settings, posts=args.posts, timeout_s=args.timeout))
+    print(console_command(settings, args.config))
+    return code
 
 
 def register(sub: Any) -> None:

@@ -16,8 +16,8 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
 
-from modpipe.core.kafka import ensure_pipeline_topics
-from modpipe.core.settings import Settings
+from modpipe.core.kafka import client_options, ensure_pipeline_topics
+from modpipe.core.settings import KafkaSettings, Settings
 
 
 def key_of(line: bytes) -> bytes | None:
@@ -38,10 +38,10 @@ def read_lines(source: IO[bytes]) -> Iterator[bytes]:
             yield stripped
 
 
-async def publish(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
+async def publish(kafka: KafkaSettings, topic: str, values: Iterable[bytes]) -> int:
     """Publish `values` to `topic` keyed by post_id; returns how many the broker acknowledged."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=10, acks="all", max_request_size=4 * 1024 * 1024
+        **client_options(kafka), linger_ms=10, acks="all", max_request_size=4 * 1024 * 1024
     )
     await producer.start()
     try:
@@ -65,14 +65,10 @@ async def run_produce(settings: Settings, path: str) -> int:
     """Publish the JSONL file at `path` (`-` = stdin) to the posts topic."""
     await ensure_pipeline_topics(settings)
     if path == "-":
-        count = await publish(
-            settings.kafka.bootstrap, settings.topics.posts, read_lines(sys.stdin.buffer)
-        )
+        count = await publish(settings.kafka, settings.topics.posts, read_lines(sys.stdin.buffer))
     else:
         with Path(path).open("rb") as source:
-            count = await publish(
-                settings.kafka.bootstrap, settings.topics.posts, read_lines(source)
-            )
+            count = await publish(settings.kafka, settings.topics.posts, read_lines(source))
     print(f"published {count} posts to {settings.topics.posts}")
     return 0
 

@@ -3,6 +3,7 @@
     ModpipeError
     ├── ConfigError            a setting is missing or invalid (at start, never retried)
     ├── StackError             a local service (Kafka, Redis) failed to start or answer
+    ├── AccessError            Kafka or Redis refused us: credentials, TLS or an ACL (at start)
     ├── InvalidRecord          a Kafka value that breaks the wire schema (goes to the DLQ)
     ├── ClassifierError        tier 1 could not score a batch
     │   └── ClassifierUnavailable   transport failure or timeout (retryable)
@@ -11,7 +12,8 @@
     │   ├── InvalidOutput           the reply broke the schema or refused (retryable)
     │   ├── CircuitOpen             the breaker is open (retryable after its cool-down)
     │   └── BudgetExhausted         the daily budget is spent (not retryable)
-    └── CacheUnavailable       Redis failed or timed out (the caller degrades)
+    ├── CacheUnavailable       Redis failed or timed out (the caller degrades)
+    └── ReviewStoreUnavailable the review console's Redis failed or timed out (503)
 
 Third-party errors are translated into these in exactly one place per client.
 """
@@ -31,6 +33,10 @@ class ConfigError(ModpipeError):
 
 class StackError(ModpipeError):
     """A local service (Kafka, Redis) could not be started, stopped or reached."""
+
+
+class AccessError(ModpipeError):
+    """Kafka or Redis refused the connection or an operation: credentials, TLS or an ACL."""
 
 
 class InvalidRecord(ModpipeError):
@@ -88,3 +94,9 @@ class BudgetExhausted(ProviderError):
 
 class CacheUnavailable(ModpipeError):
     """Redis failed or timed out; callers go on without the cache."""
+
+
+class ReviewStoreUnavailable(ModpipeError):
+    """The review console's Redis (queues, leases, decisions, sessions) failed or timed out."""
+
+    retryable = True

@@ -7,7 +7,9 @@ statuses, DLQ reasons, partitions; never post ids or texts.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modpipe.core.health import Health, HttpEndpoint
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -61,6 +63,14 @@ class Metrics:
         self.budget_remaining = Gauge(
             "modpipe_budget_remaining_usd", "Dollars left in today's frontier budget.", registry=r
         )
+        self.budget_daily = Gauge(
+            "modpipe_budget_daily_usd", "The frontier budget per UTC day.", registry=r
+        )
+        self.escalation_target = Gauge(
+            "modpipe_escalation_rate_expected",
+            "The share of posts the routing bands were calibrated to escalate.",
+            registry=r,
+        )
         self.dlq = Counter(
             "modpipe_dlq", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )
@@ -74,7 +84,49 @@ class Metrics:
             registry=r,
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose /metrics on host:port; port 0 disables it."""
-        if port:
-            start_http_server(port, addr=host, registry=self.registry)
+        self.review_depth = Gauge(
+            "modpipe_review_queue_depth",
+            "Review items waiting (not claimed), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.review_oldest = Gauge(
+            "modpipe_review_oldest_age_seconds",
+            "Age of the oldest waiting review item, by reason (0 when none).",
+            ["reason"],
+            registry=r,
+        )
+        self.review_decisions = Counter(
+            "modpipe_review_decisions",
+            "Reviewers' decisions recorded, by action (allow, block, skip).",
+            ["action"],
+            registry=r,
+        )
+        self.review_wait = Histogram(
+            "modpipe_review_queued_to_decided_seconds",
+            "Time from a review item's queueing to its decision.",
+            buckets=(1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 259200),
+            registry=r,
+        )
+        self.review_audits = Counter(
+            "modpipe_review_audits",
+            "Audit items decided, by agreement with the automatic verdict (agree, disagree).",
+            ["agreement"],
+            registry=r,
+        )
+        self.tier1_error = Gauge(
+            "modpipe_small_tier_error_rate",
+            "Tier 1's error rate estimated from every audit decided so far "
+            "(estimate, and the 95% Clopper-Pearson interval's lower and upper bounds).",
+            ["bound"],
+            registry=r,
+        )
+        self.tier1_audits = Gauge(
+            "modpipe_small_tier_audits",
+            "Audit decisions behind the tier-1 (small) error estimate.",
+            registry=r,
+        )
+
+    def serve(self, host: str, port: int, health: Health | None = None) -> HttpEndpoint | None:
+        """Serve /metrics, /healthz and /readyz (`health`'s checks) on host:port; 0 disables."""
+        return HttpEndpoint(self.registry, host, port, health) if port else None

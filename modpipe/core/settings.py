@@ -15,6 +15,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -51,12 +52,55 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _secret_from_file(data: Any, secret: str, path_field: str) -> Any:
+    """Read `secret` from the file `path_field` names (a mounted secret) unless it is set."""
+    if not isinstance(data, dict) or not data.get(path_field) or data.get(secret):
+        return data
+    path = Path(data[path_field]).expanduser()
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path_field} {path}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"{path_field} {path} is empty")
+    return {**data, secret: value}
+
+
 class KafkaSettings(Section):
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
     max_message_bytes: int = Field(65536, ge=256)
     session_timeout_s: float = Field(10.0, ge=6)
     publish_deadline_s: float = Field(120.0, gt=0)
+    start_timeout_s: float = Field(120.0, gt=0)
+    reconnect_backoff_s: float = Field(0.25, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None  # environment or sasl_password_file only
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "sasl_password", "sasl_password_file")
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and a password "
+                "(MODPIPE_KAFKA__SASL_PASSWORD or kafka.sasl_password_file)"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS)")
+        return self
 
 
 class TopicSettings(Section):
@@ -70,7 +114,7 @@ class TopicSettings(Section):
 
 class TriageSettings(Section):
     batch_max: int = Field(256, ge=1)
-    batch_within_s: float = Field(0.05, gt=0)
+    max_batches_in_flight: int = Field(4, ge=1)
     audit_rate: float = Field(0.001, ge=0, le=1)
     on_classifier_failure: Literal["escalate", "review"] = "escalate"
     commit_interval_s: float = Field(0.2, gt=0)
@@ -97,6 +141,7 @@ class RoutingSettings(Section):
     allow_below: float = Field(0.35, ge=0, le=1)
     block_above: float = Field(0.92, ge=0, le=1)
     per_category: dict[str, Band] = {}
+    expected_escalation_rate: float = Field(0.10, ge=0, le=1)  # what calibration measured
 
     @model_validator(mode="after")
     def _ordered(self) -> RoutingSettings:
@@ -122,7 +167,9 @@ class ClassifierSettings(Section):
     max_attempts: int = Field(3, ge=1)
     max_in_flight: int = Field(4, ge=1)
     labels: list[str | None] = []  # vllm-classify: policy category per class, null = none
+    # vllm-classify: applied here to the raw logits (softmax: single-label, sigmoid: multi-label)
     activation: Literal["softmax", "sigmoid"] = "softmax"
+    tokenizer_path: Path | None = None  # vllm-guard: Llama 3 BPE ranks; null = llama-models'
 
 
 class EscalationSettings(Section):
@@ -142,13 +189,34 @@ class EscalationSettings(Section):
 
 
 class RedisSettings(Section):
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = "redis://127.0.0.1:6379/0"  # rediss:// for TLS; never a password in it
+    # The verdict cache's own Redis (allkeys-lru) apart from the state one (budget, locks;
+    # noeviction); None = the same server as `url`.
+    cache_url: str | None = None
+    username: str | None = None  # an ACL user; null = the default user
+    password: SecretStr | None = None  # environment or password_file only
+    password_file: Path | None = None
+    ssl_cafile: Path | None = None
     key_prefix: str = "modpipe"
     cache_ttl_s: int = Field(604800, ge=1)
     lock_ttl_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(0.5, gt=0)
     breaker_failures: int = Field(3, ge=1)
     breaker_cooldown_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "password", "password_file")
+
+    @field_validator("url", "cache_url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).password is not None:
+            raise ValueError(
+                "no password in the URL: MODPIPE_REDIS__PASSWORD or redis.password_file"
+            )
+        return value
 
 
 class FrontierPrice(Section):
@@ -178,6 +246,39 @@ class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     escalator_port: int = Field(9465, ge=0, le=65535)
+    review_port: int = Field(9466, ge=0, le=65535)
+
+
+class LearningSettings(Section):
+    """The learning loop: where labelled data goes and how long post texts are kept."""
+
+    out_dir: Path = Path("~/.cache/modpipe/learning")
+    text_retention_days: float = Field(30.0, gt=0)
+    test_share: float = Field(0.2, gt=0, lt=1)
+
+    @field_validator("out_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class ReviewSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    group_id: str = "modpipe-review"
+    redis_url: str | None = None  # null = redis.url; same credentials
+    lease_s: float = Field(600.0, gt=0)
+    session_ttl_s: int = Field(43200, ge=60)
+    cookie_name: str = Field("modpipe_session", pattern=r"^[A-Za-z0-9_-]+$")
+    cookie_secure: bool = False
+    login_window_s: int = Field(900, ge=1)
+    login_failures_per_user: int = Field(5, ge=1)
+    login_failures_per_address: int = Field(20, ge=1)
+    publish_deadline_s: float = Field(10.0, gt=0)
+    outbox_retry_s: float = Field(30.0, gt=0)
+    decided_keep_s: int = Field(604800, ge=60)
+    commit_interval_s: float = Field(1.0, gt=0)
+    stats_interval_s: float = Field(5.0, gt=0)
 
 
 class StackSettings(Section):
@@ -185,6 +286,9 @@ class StackSettings(Section):
     kafka_version: str = "4.1.1"
     kafka_heap: str = "512m"
     redis_port: int = 6379
+    secure_port: int = Field(9094, ge=1, le=65535)  # `up --secure`: SASL_SSL listener
+    redis_tls_port: int = Field(6380, ge=1, le=65535)  # `up --secure`: Redis over TLS
+    sasl_username: str = "modpipe"  # `up --secure`: the SCRAM user given the pipeline's ACLs
 
 
 class Policy(Section):
@@ -225,6 +329,8 @@ class Settings(BaseSettings):
     prices: PriceSettings = PriceSettings()
     metrics: MetricsSettings = MetricsSettings()
     stack: StackSettings = StackSettings()
+    review: ReviewSettings = ReviewSettings()
+    learning: LearningSettings = LearningSettings()
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY"), exclude=True
     )
@@ -261,6 +367,13 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Secrets never come from a settings file, which gets committed, copied and shown.
+_FILE_FORBIDDEN = (
+    ("kafka", "sasl_password", "MODPIPE_KAFKA__SASL_PASSWORD"),
+    ("redis", "password", "MODPIPE_REDIS__PASSWORD"),
+)
+
+
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read, merge and validate settings; any problem is a ConfigError naming the setting.
 
@@ -273,6 +386,12 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at top level")
+    for section, secret, env in _FILE_FORBIDDEN:
+        if isinstance(data.get(section), dict) and secret in data[section]:
+            raise ConfigError(
+                f"{section}.{secret} must not be in a config file ({path}): "
+                f"set {env} or {section}.{secret}_file"
+            )
     data = deep_merge(data, overrides or {})
     if "policy_file" in data:  # relative to the settings file that names it
         policy_path = Path(data["policy_file"]).expanduser()

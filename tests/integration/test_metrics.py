@@ -61,7 +61,7 @@ async def test_counters_add_up_after_a_run(make_settings) -> None:
         classifier = build_classifier(settings)
         frontier = build_frontier(settings, escalator_metrics)
         async with Collector(settings, marker="") as collector:
-            await publish(settings.kafka.bootstrap, settings.topics.posts, values)
+            await publish(settings.kafka, settings.topics.posts, values)
             await asyncio.gather(
                 TriageWorker(settings, classifier, triage_metrics).run(idle_exit=3.0),
                 EscalationWorker(settings, frontier, escalator_metrics).run(idle_exit=5.0),
