@@ -84,6 +84,14 @@ class SequenceClassifier:
         return scores
 
     async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
+        # A 200 reply of the wrong shape is the service failing, not a bug to stop on:
+        # the batch goes where triage.on_classifier_failure says, like a 5xx.
+        try:
+            return await self._classify(texts)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            raise ClassifierError(f"unreadable reply from vLLM: {exc!r}") from exc
+
+    async def _classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
         await self.served()
         reply = await self._http.post(
             "/classify",

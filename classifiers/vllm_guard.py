@@ -151,6 +151,14 @@ class GuardClassifier:
         return choices
 
     async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
+        # A 200 reply of the wrong shape is the service failing, not a bug to stop on:
+        # the batch goes where triage.on_classifier_failure says, like a 5xx.
+        try:
+            return await self._classify(texts)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            raise ClassifierError(f"unreadable reply from vLLM: {exc!r}") from exc
+
+    async def _classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
         served = await self.served()
         # A prompt over the context fails vLLM's whole request (HTTP 400), so a long post
         # stays out of the batch; the forced pass adds its own tokens to the same prompt.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -38,6 +39,13 @@ def _today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
+class Reservation(NamedTuple):
+    """Dollars reserved on one UTC day; settled against that day, even after midnight."""
+
+    day: str
+    usd: float
+
+
 class Budget:
     """Dollars per UTC day for paid calls, shared by all workers through Redis when it
     answers, and counted locally when it does not (so an outage never means unlimited)."""
@@ -56,7 +64,9 @@ class Budget:
         return f"{self._prefix}:budget:{day}"
 
     def _count_locally(self, day: str, usd: float) -> float:
-        self._local = {day: self._local.get(day, 0.0) + usd}  # older days are dropped
+        self._local[day] = self._local.get(day, 0.0) + usd
+        for old in sorted(self._local)[:-2]:  # bounded: a late settlement may name yesterday
+            del self._local[old]
         return self._local[day]
 
     async def spent(self) -> float:
@@ -71,8 +81,8 @@ class Budget:
             return max(local, self._shared)
         return max(shared, local)
 
-    async def reserve(self, estimate_usd: float) -> float:
-        """Reserve `estimate_usd` for a call about to be made; the amount to settle later.
+    async def reserve(self, estimate_usd: float) -> Reservation:
+        """Reserve `estimate_usd` for a call about to be made; what to settle later.
 
         Raises BudgetExhausted when today's total has reached the cap.
         """
@@ -89,16 +99,16 @@ class Budget:
                 if not granted:
                     raise self._exhausted()
                 self._count_locally(day, estimate_usd)
-                return estimate_usd
+                return Reservation(day, estimate_usd)
         if max(self._local.get(day, 0.0), self._shared) >= self.daily_usd:
             raise self._exhausted()
         self._count_locally(day, estimate_usd)  # no await since the check: atomic here
-        return estimate_usd
+        return Reservation(day, estimate_usd)
 
-    async def settle(self, reserved_usd: float, actual_usd: float) -> float:
+    async def settle(self, reserved: Reservation, actual_usd: float) -> float:
         """Replace a reservation by what the call cost (0 if it failed); dollars left today."""
-        day = _today()
-        delta = actual_usd - reserved_usd
+        day = reserved.day
+        delta = actual_usd - reserved.usd
         spent = self._count_locally(day, delta)
         if self._redis is not None and delta != 0:
             key = self._key(day)

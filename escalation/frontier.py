@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from escalation import prompt
-from escalation.budget import Budget
+from escalation.budget import Budget, Reservation
 from escalation.cache import VerdictCache, cache_key
 from escalation.providers import MAX_OUTPUT_TOKENS, Provider, ProviderVerdict
 from modpipe.core.cost import CostModel
@@ -215,7 +215,7 @@ class FrontierTier:
             requests.labels(provider.name, status_of(exc)).inc()
             log.info("provider=%s attempt failed: %s", provider.name, exc)
 
-        reserved = 0.0
+        reserved: Reservation | None = None
         if provider.paid:
             try:
                 reserved = await self._budget.reserve(self._estimate_usd(text))
@@ -226,10 +226,10 @@ class FrontierTier:
         try:
             verdict = await retry(attempt, deadline, self._breaker, on_error=failed)
         except BaseException:
-            if provider.paid:  # nothing was billed for a call that never answered
+            if reserved is not None:  # nothing was billed for a call that never answered
                 await self._budget.settle(reserved, 0.0)
             raise
-        if provider.paid:
+        if reserved is not None:
             remaining = await self._budget.settle(reserved, verdict.cost_usd)
             self._metrics.budget_remaining.set(max(0.0, remaining))
         self._metrics.tokens.labels("frontier").inc(verdict.input_tokens + verdict.output_tokens)

@@ -27,6 +27,7 @@ from typing import Any, cast
 import faust
 
 from classifiers import Classifier
+from modpipe.core import kafka_compat
 from modpipe.core.kafka import publish, report_lag
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import Outgoing, wire_limits
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 def build_app(settings: Settings, datadir: Path) -> faust.App:
     """The Faust app, tuned for throughput: raw bytes in and out, large fetches."""
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    kafka_compat.install()  # Faust's fetcher is aiokafka's: deliver odd header names too
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka),

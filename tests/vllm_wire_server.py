@@ -269,6 +269,8 @@ class VllmWireServer:
         choices = [self._choice(i, ids, {**body, "_fault": fault}) for i, ids in enumerate(prompts)]
         if fault == "short":
             choices = choices[:-1]
+        if fault == "shape":  # a 200 of the wrong shape (a proxy's or a broken build's)
+            return web.json_response({"choices": [None] * len(choices), "usage": None})
         prompt_tokens = sum(len(p) for p in prompts)
         completion_tokens = sum(len(encode(c["text"])) + 1 for c in choices)
         return web.json_response(
@@ -331,6 +333,10 @@ class VllmWireServer:
             data.append({"index": i, "label": "x", "probs": probs, "num_classes": len(probs)})
         if fault == "short":
             data = data[:-1]
+        if fault == "shape":
+            return web.json_response(
+                {"data": [[0.5]] * len(data), "usage": {"prompt_tokens": None}}
+            )
         return web.json_response(
             {
                 "id": "classify-1",

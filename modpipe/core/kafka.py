@@ -2,9 +2,9 @@
 
 One way to publish what a worker owes (`publish`: send everything, wait for every
 acknowledgement, retry the failed ones until a deadline), one way to open a client
-(`client_options`), topic creation and the consumer-lag probe. Importing it makes every
-aiokafka consumer in the process deliver records whose header names are not UTF-8
-(`kafka_compat`).
+(`client_options`), topic creation and the consumer-lag probe. Opening a client through
+`client_options` also makes aiokafka deliver records whose header names are not UTF-8
+(`kafka_compat`), for every consumer in the process.
 """
 
 from __future__ import annotations
@@ -42,10 +42,6 @@ from modpipe.core.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
-# Here rather than in each worker: every process that talks to Kafka imports this module,
-# so no consumer (the escalator's, Faust's, a command's) can miss it.
-kafka_compat.install()
-
 
 Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 """Hands one record to a producer and returns the future of its acknowledgement."""
@@ -63,6 +59,8 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """Connection arguments shared by every aiokafka client modpipe opens."""
+    # Every aiokafka client is built here, so no consumer can miss the patch (idempotent).
+    kafka_compat.install()
     options: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap,
         "security_protocol": kafka.security_protocol,
@@ -142,6 +140,17 @@ def _admin(kafka: KafkaSettings, **extra: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_options(kafka), **extra)
 
 
+async def _handed(send: Send, r: Outgoing) -> Awaitable[Any]:
+    # A producer can refuse a record before buffering it (no metadata, a full buffer
+    # while the broker is away): that is a failed send to retry like a failed ack.
+    try:
+        return await send(r)
+    except KafkaError as exc:
+        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        refused.set_exception(exc)
+        return refused
+
+
 async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) -> None:
     """Send all `records`, then wait for the broker to acknowledge every one.
 
@@ -153,7 +162,7 @@ async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) ->
     pending = list(records)
     delay = 0.2
     while pending:
-        futures = [await send(r) for r in pending]
+        futures = [await _handed(send, r) for r in pending]
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [r for r, res in zip(pending, results, strict=True) if isinstance(res, Exception)]
         if not failed:
@@ -285,13 +294,14 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> Non
 async def ensure_pipeline_topics(settings: Settings) -> None:
     """Create every modpipe topic that is missing."""
     t = settings.topics
-    names = (t.posts, t.verdicts, t.escalations, t.review, t.dlq)
+    names = (t.posts, t.verdicts, t.escalations, t.review, t.dlq, t.labels)
     # Sized so that every record a worker writes fits (records.wire_limits).
     limits = wire_limits(settings.kafka.max_message_bytes)
     records = {"max.message.bytes": str(limits.record_topic_bytes)}
     configs = {
         t.escalations: records,
         t.review: records,
+        t.labels: records,  # a label carries the post as received, like a review item
         t.dlq: {"max.message.bytes": str(limits.dlq_topic_bytes)},
     }
     await ensure_topics(settings.kafka, names, settings.kafka.partitions, configs)
@@ -347,12 +357,18 @@ async def consumer_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int
 async def report_lag(
     kafka: KafkaSettings, group: str, topic: str, gauge: Gauge, interval_s: float = 10.0
 ) -> None:
-    """Set `gauge{group, topic, partition}` every `interval_s` until cancelled."""
-    async with LagProbe(kafka) as probe:
-        while True:
-            try:
-                for partition, lag in (await probe.lag(group, topic)).items():
-                    gauge.labels(group, topic, str(partition)).set(lag)
-            except KafkaError as exc:
-                log.warning("consumer lag unavailable group=%s: %s", group, exc)
-            await asyncio.sleep(interval_s)
+    """Set `gauge{group, topic, partition}` every `interval_s` until cancelled.
+
+    Never dies of an error: a frozen gauge would silence the lag alert. A failing probe
+    is closed and opened again at the next interval.
+    """
+    while True:
+        try:
+            async with LagProbe(kafka) as probe:
+                while True:
+                    for partition, lag in (await probe.lag(group, topic)).items():
+                        gauge.labels(group, topic, str(partition)).set(lag)
+                    await asyncio.sleep(interval_s)
+        except Exception as exc:  # any failure: log, reopen, go on
+            log.warning("consumer lag unavailable group=%s: %r", group, exc)
+        await asyncio.sleep(interval_s)

@@ -32,6 +32,8 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record import default_records
 from aiokafka.record.util import decode_varint
 
+from modpipe.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 HEADER_NAME_FALLBACK = "latin-1"
@@ -220,7 +222,7 @@ def install() -> None:
     """Patch aiokafka's fetcher once per process; later calls do nothing."""
     missing = [f"{getattr(o, '__name__', o)}.{a}" for o, a in REQUIRED if not hasattr(o, a)]
     if missing:
-        raise RuntimeError(
+        raise ConfigError(
             f"aiokafka {aiokafka.__version__} lacks {missing}: "
             "modpipe/core/kafka_compat.py needs updating for this version"
         )

@@ -188,6 +188,13 @@ class EscalationSettings(Section):
     commit_interval_s: float = Field(0.1, gt=0)
 
 
+def _no_password(url: str | None) -> str | None:
+    """A Redis URL without credentials: a password in it would reach logs and config show."""
+    if url is not None and urlsplit(url).password is not None:
+        raise ValueError("no password in the URL: MODPIPE_REDIS__PASSWORD or redis.password_file")
+    return url
+
+
 class RedisSettings(Section):
     url: str = "redis://127.0.0.1:6379/0"  # rediss:// for TLS; never a password in it
     # The verdict cache's own Redis (allkeys-lru) apart from the state one (budget, locks;
@@ -212,11 +219,7 @@ class RedisSettings(Section):
     @field_validator("url", "cache_url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).password is not None:
-            raise ValueError(
-                "no password in the URL: MODPIPE_REDIS__PASSWORD or redis.password_file"
-            )
-        return value
+        return _no_password(value)
 
 
 class FrontierPrice(Section):
@@ -279,6 +282,11 @@ class ReviewSettings(Section):
     decided_keep_s: int = Field(604800, ge=60)
     commit_interval_s: float = Field(1.0, gt=0)
     stats_interval_s: float = Field(5.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        return _no_password(value)
 
 
 class StackSettings(Section):

@@ -28,14 +28,17 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from escalation.cache import normalize
-from modpipe.core.errors import StackError
+from modpipe.core.decoding import load_object
+from modpipe.core.errors import InvalidRecord, StackError
 from modpipe.core.kafka import access, client_options, topic_partitions
+from modpipe.core.records import MAX_DEPTH
 from modpipe.core.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
 MODEL_TIERS = ("frontier", "cache")  # verdicts that label a post; "small" and "fallback" do not
 RANK = {"human": 2, "frontier": 1, "cache": 1}
+_MAX_RECORD_BYTES = 16 * 1024 * 1024  # a bound on memory; the broker caps records far lower
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,12 @@ async def read_topics(
 
 
 def _keep(into: list[tuple[float, dict[str, Any]]], ts: float, raw: bytes | None) -> None:
+    # The workers' own strict decoding: anything they would dead-letter is skipped here.
     try:
-        value = json.loads(raw or b"")
-    except ValueError:
+        value = load_object(raw, _MAX_RECORD_BYTES, MAX_DEPTH + 2)
+    except InvalidRecord:
         return
-    if isinstance(value, dict):
-        into.append((ts, value))
+    into.append((ts, value))
 
 
 async def snapshot(settings: Settings) -> Snapshot:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from modpipe.core.errors import ReviewStoreUnavailable
-from modpipe.core.kafka import client_options, ensure_topics
+from modpipe.core.kafka import client_options, ensure_pipeline_topics
 from modpipe.core.metrics import Metrics
 from modpipe.core.settings import Settings
 from modpipe.review.accounts import Accounts
@@ -48,12 +48,7 @@ class Console:
 
     async def start(self) -> None:
         """Create missing topics, start the producer and the background tasks."""
-        t = self.settings.topics
-        await ensure_topics(
-            self.settings.kafka,
-            (t.review, t.verdicts, t.labels, t.dlq),
-            self.settings.kafka.partitions,
-        )
+        await ensure_pipeline_topics(self.settings)  # sized like the workers create them
         await self._producer.start()
         self._tasks = [
             asyncio.create_task(self.feeder.run(self._stopping), name="review-feeder"),
@@ -66,7 +61,9 @@ class Console:
             ),
         ]
         log.info(
-            "review console started group=%s topic=%s", self.settings.review.group_id, t.review
+            "review console started group=%s topic=%s",
+            self.settings.review.group_id,
+            self.settings.topics.review,
         )
 
     async def _every(self, interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

@@ -29,12 +29,18 @@ def pipeline_acls(settings: Settings) -> list[Acl]:
     """What the workers, `produce` and the lag probe need, and nothing more."""
     t = settings.topics
     acls: list[Acl] = []
-    for topic in (t.posts, t.escalations, t.verdicts, t.review, t.dlq):
+    for topic in (t.posts, t.escalations, t.verdicts, t.review, t.dlq, t.labels):
         acls += [("topic", topic, "DESCRIBE"), ("topic", topic, "CREATE")]
     acls += [("topic", t.posts, "READ"), ("topic", t.posts, "WRITE")]  # WRITE: `produce`
-    acls += [("topic", t.escalations, "READ")]
-    acls += [("topic", topic, "WRITE") for topic in (t.escalations, t.verdicts, t.review, t.dlq)]
-    acls += [("group", settings.app_id, "READ"), ("group", settings.escalation.group_id, "READ")]
+    acls += [("topic", t.escalations, "READ"), ("topic", t.review, "READ")]  # review: console
+    acls += [
+        ("topic", topic, "WRITE")
+        for topic in (t.escalations, t.verdicts, t.review, t.dlq, t.labels)
+    ]
+    acls += [
+        ("group", group, "READ")
+        for group in (settings.app_id, settings.escalation.group_id, settings.review.group_id)
+    ]
     return acls
 
 

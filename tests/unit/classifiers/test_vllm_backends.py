@@ -274,3 +274,22 @@ async def test_classify_bad_values_never_become_scores(
             assert all(isinstance(o, ClassifierError) for o in await clf.classify(["a", "b"]))
     finally:
         await clf.aclose()
+
+
+@pytest.mark.parametrize("backend", ["vllm-guard", "vllm-classify"])
+async def test_a_reply_of_the_wrong_shape_fails_the_batch_cleanly(
+    make_settings, vllm: VllmWireServer, backend: str
+) -> None:
+    # Must be a ClassifierError (the batch escalates), never a TypeError that stops the worker.
+    if backend == "vllm-classify":
+        settings = classify_settings(make_settings, vllm.url)
+    else:
+        settings = make_settings(classifier={"backend": backend, "base_url": vllm.url})
+    clf = build_classifier(settings)
+    try:
+        await clf.classify(["warm up the version check"])
+        vllm.behaviour.always = "shape"
+        with pytest.raises(ClassifierError, match=r"unreadable reply|no choices"):
+            await clf.classify(["hello", "world"])
+    finally:
+        await clf.aclose()

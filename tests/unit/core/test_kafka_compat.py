@@ -19,7 +19,11 @@ from aiokafka.record import default_records
 from aiokafka.record.memory_records import _MemoryRecordsPy
 from aiokafka.structs import TopicPartition
 
-from modpipe.core import kafka, kafka_compat  # noqa: F401  (kafka installs the patch)
+from modpipe.core import kafka_compat
+from modpipe.core.kafka import client_options
+from modpipe.core.settings import KafkaSettings
+
+client_options(KafkaSettings())  # opening any client installs the patch, as in the workers
 
 BAD_NAME = b"\xff\xfe-bad"
 TP = TopicPartition("posts", 0)
@@ -75,7 +79,7 @@ MIXED = (
 )
 
 
-def test_kafka_module_installs_the_patch() -> None:
+def test_opening_a_client_installs_the_patch_once() -> None:
     assert kafka_compat.installed()
     kafka_compat.install()  # idempotent
     assert not hasattr(fetcher.MemoryRecords.__wrapped__, "__wrapped__")  # type: ignore[attr-defined]

@@ -72,3 +72,8 @@ def test_client_options_carry_tls_and_sasl(monkeypatch: pytest.MonkeyPatch) -> N
     assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
     plain = client_options(load_settings(CONFIG).kafka)
     assert plain["security_protocol"] == "PLAINTEXT" and "ssl_context" not in plain
+
+
+def test_the_consoles_redis_url_refuses_a_password_too(make_settings) -> None:
+    with pytest.raises(ConfigError, match="no password in the URL"):
+        make_settings(review={"redis_url": "redis://:hunter2@127.0.0.1:6379/1"})
