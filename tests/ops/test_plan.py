@@ -18,9 +18,9 @@ def test_the_seed_case(capsys: pytest.CaptureFixture[str]) -> None:
     p = plan(capsys, "--peak-factor", "3")
     assert p["posts_per_day"] == 2e8
     assert p["peak_posts_per_s"] == pytest.approx(2e8 / 86400 * 3)
-    assert p["triage_workers"] == 4  # 6,944 / (3,240 x 0.6) = 3.6
+    assert p["triage_workers"] == 1  # 6,944 / (12,148 x 0.6) = 0.95
     assert p["escalator_workers"] == 19  # 694 / (64 / 1 s x 0.6) = 18.1
-    assert (p["posts_partitions"], p["escalations_partitions"]) == (12, 42)
+    assert (p["posts_partitions"], p["escalations_partitions"]) == (6, 42)
     assert p["gpus"] == 3  # 34,722 tokens/s / (20,000 x 0.6) = 2.9
     assert p["cache_redis_gb"] == pytest.approx(2e7 * 7 * 600 / 1e9)
     assert p["hybrid_monthly_usd"] == pytest.approx(114120, rel=1e-3)
