@@ -203,14 +203,7 @@ class EscalationWorker:
         return outputs
 
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> Outgoing:
-        msg = Incoming(
-            record.key,
-            record.value,
-            record.topic,
-            record.partition,
-            record.offset,
-            record.timestamp / 1000,
-        )
+        msg = Incoming.of(record)
         reason = exc.reason if isinstance(exc, InvalidRecord) else "internal"
         self.metrics.dlq.labels(reason).inc()
         self.metrics.posts.labels("escalator", "dlq").inc()

@@ -12,7 +12,7 @@ import logging
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 from pydantic import (
@@ -97,6 +97,35 @@ class Incoming:
     partition: int
     offset: int
     timestamp_s: float
+
+    @classmethod
+    def of(cls, record: ConsumedRecord) -> Incoming:
+        """From a consumer's record (aiokafka's ConsumerRecord: timestamp in ms)."""
+        return cls(
+            record.key,
+            record.value,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp / 1000,
+        )
+
+
+class ConsumedRecord(Protocol):
+    """What `Incoming.of` reads from a consumed record."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from modpipe.core.errors import InvalidRecord, ReviewStoreUnavailable
 from modpipe.core.kafka import Send, client_options, publish
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Incoming, dead_letter, parse_review
+from modpipe.core.records import Incoming, dead_letter, parse_review, wire_limits
 from modpipe.core.settings import Settings
 from modpipe.review.store import ReviewStore
 
@@ -114,17 +114,12 @@ class Feeder:
     async def _ingest(self, record: ConsumerRecord[bytes, bytes]) -> None:
         s = self.settings
         try:
-            item, post = parse_review(record.value, 4 * s.kafka.max_message_bytes)
-        except InvalidRecord as exc:
-            msg = Incoming(
-                record.key,
-                record.value,
-                record.topic,
-                record.partition,
-                record.offset,
-                record.timestamp / 1000,
+            item, post = parse_review(
+                record.value, wire_limits(s.kafka.max_message_bytes).record_bytes
             )
-            await publish(self._send, [dead_letter(msg, exc, s.topics.dlq)], 10.0)
+        except InvalidRecord as exc:
+            letter = dead_letter(Incoming.of(record), exc, s.topics.dlq)
+            await publish(self._send, [letter], s.review.publish_deadline_s)
             self.metrics.dlq.labels(exc.reason).inc()
             return
         assert record.value is not None  # parse_review refuses a null value
