@@ -59,7 +59,7 @@ def private_stack(home: Path, base_port: int, redis_port: int, brokers: int) -> 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = private_stack(tmp_path_factory.mktemp("cluster"), 39192, 36479, 3)
+    settings = private_stack(tmp_path_factory.mktemp("cluster"), 21192, 21479, 3)
     try:
         stack_up(settings, timeout_s=180, brokers=3)
         yield settings
@@ -69,7 +69,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = private_stack(tmp_path_factory.mktemp("single"), 38192, 35479, 1)
+    settings = private_stack(tmp_path_factory.mktemp("single"), 22192, 22479, 1)
     try:
         stack_up(settings, timeout_s=120)
         yield settings
