@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tests.loopback import serve
 from tests.vllm_wire_server import VllmWireServer
 
 
@@ -58,16 +59,6 @@ async def capacity_limited_vllm(capacity: Capacity) -> AsyncIterator[str]:
         server.requests.clear()  # the test server's request log would grow for the whole run
         return await server.classify(request)
 
-    app = web.Application()
-    app.router.add_get("/version", server.version)
-    app.router.add_get("/v1/models", server.models)
-    app.router.add_post("/classify", classify)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+    gets = {"/version": server.version, "/v1/models": server.models}
+    async with serve({"/classify": classify}, gets) as url:
+        yield url

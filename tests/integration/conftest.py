@@ -11,9 +11,14 @@ from typing import Any, Protocol
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from classifiers import build_classifier
+from escalation.frontier import build_frontier
+from escalation.worker import EscalationWorker
 from modpipe.cli.demo import Collector
 from modpipe.core.kafka import client_options, ensure_pipeline_topics, topic_partitions
+from modpipe.core.metrics import Metrics
 from modpipe.core.settings import Settings, load_settings
+from streams.app import TriageWorker
 from tests.conftest import CONFIG
 
 
@@ -153,3 +158,18 @@ async def outputs(settings: Settings) -> AsyncIterator[Outputs]:
     """Every record on the test's output topics from now on, duplicates included."""
     async with Outputs(settings) as o:
         yield o
+
+
+async def run_both_workers(settings: Settings) -> tuple[TriageWorker, EscalationWorker]:
+    """The triage worker, then the escalator, each until its input stays idle; both exit 0."""
+    triage = TriageWorker(settings, build_classifier(settings), Metrics())
+    assert await asyncio.wait_for(triage.run(idle_exit=4.0), 90) == 0
+    metrics = Metrics()
+    frontier = build_frontier(settings, metrics)
+    assert frontier is not None
+    try:
+        escalator = EscalationWorker(settings, frontier, metrics)
+        assert await asyncio.wait_for(escalator.run(idle_exit=3.0), 60) == 0
+    finally:
+        await frontier.aclose()
+    return triage, escalator

@@ -22,20 +22,16 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from classifiers import build_classifier
-from escalation.frontier import build_frontier
-from escalation.worker import EscalationWorker
 from modpipe.core.kafka import (
     client_options,
     ensure_pipeline_topics,
     ensure_topics,
     topic_partitions,
 )
-from modpipe.core.metrics import Metrics
 from modpipe.core.records import DLQ_KEEP_BYTES, DLQ_KEEP_KEY_BYTES, DLQ_PREFIX_BYTES
 from modpipe.core.settings import Settings
-from streams.app import TriageWorker
 from tests.bad_input_corpus import KINDS, Kind, Record, post_id
+from tests.integration.conftest import run_both_workers
 from tests.openai_wire_server import openai_wire_server
 
 COPIES = 2
@@ -147,16 +143,7 @@ async def test_the_corpus_comes_out_exactly_once_and_the_workers_live_on(
         sent = await publish_corpus(settings, run)
 
         started = time.monotonic()
-        triage = TriageWorker(settings, build_classifier(settings), Metrics())
-        assert await asyncio.wait_for(triage.run(idle_exit=4.0), 90) == 0
-        metrics = Metrics()
-        frontier = build_frontier(settings, metrics)
-        assert frontier is not None
-        try:
-            escalator = EscalationWorker(settings, frontier, metrics)
-            assert await asyncio.wait_for(escalator.run(idle_exit=3.0), 60) == 0
-        finally:
-            await frontier.aclose()
+        triage, escalator = await run_both_workers(settings)
         drained_s = time.monotonic() - started
         assert triage.failure is None and escalator.failure is None
 

@@ -9,7 +9,6 @@ neither worker got past the record (modpipe/core/kafka_compat.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -20,14 +19,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
-from classifiers import build_classifier
-from escalation.frontier import build_frontier
-from escalation.worker import EscalationWorker
 from modpipe.core.kafka import client_options, ensure_pipeline_topics
-from modpipe.core.metrics import Metrics
 from modpipe.core.settings import Settings
-from streams.app import TriageWorker
 from tests.bad_input_corpus import escalation, js, post
+from tests.integration.conftest import run_both_workers
 from tests.integration.test_bad_input import read_all
 from tests.openai_wire_server import openai_wire_server
 
@@ -105,16 +100,7 @@ async def test_a_non_utf8_header_name_is_delivered_and_the_records_behind_it_flo
             ],
         )
 
-        triage = TriageWorker(settings, build_classifier(settings), Metrics())
-        assert await asyncio.wait_for(triage.run(idle_exit=4.0), 90) == 0
-        metrics = Metrics()
-        frontier = build_frontier(settings, metrics)
-        assert frontier is not None
-        try:
-            escalator = EscalationWorker(settings, frontier, metrics)
-            assert await asyncio.wait_for(escalator.run(idle_exit=3.0), 60) == 0
-        finally:
-            await frontier.aclose()
+        triage, escalator = await run_both_workers(settings)
         assert triage.failure is None and escalator.failure is None
 
     out = await read_all(settings, [t.verdicts, t.dlq])
