@@ -185,6 +185,8 @@ class Verdict(BaseModel):
     cost_usd: float  # this post's share over every tier it went through
     decided_at: str = Field(default_factory=now_rfc3339)
     reviewer: str | None = None  # tier `human` only: who decided
+    verdict_id: str = ""  # a post's first final verdict: first_verdict_id(post_id)
+    supersedes: str | None = None  # the verdict_id this one replaces (review, appeal)
 
     @model_serializer(mode="wrap")
     def _without_absent_reviewer(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -192,7 +194,16 @@ class Verdict(BaseModel):
         data: dict[str, Any] = handler(self)
         if data.get("reviewer") is None:
             data.pop("reviewer", None)
+        if not data.get("verdict_id"):
+            data.pop("verdict_id", None)
+        if data.get("supersedes") is None:
+            data.pop("supersedes", None)
         return data
+
+
+def first_verdict_id(post_id: str) -> str:
+    """The verdict_id of a post's first final verdict (stable: derived from the post id)."""
+    return hashlib.sha256(b"verdict\0" + post_id.encode()).hexdigest()[:32]
 
 
 class Escalation(BaseModel):

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modpipe.core import dsa
 from modpipe.core.errors import ConfigError
 
 CONFIG_ENV = "MODPIPE_CONFIG"
@@ -110,6 +111,9 @@ class TopicSettings(Section):
     review: str = "moderation.review"
     dlq: str = "moderation.dlq"
     labels: str = "moderation.labels"
+    notices: str = "moderation.notices"  # users' and trusted flaggers' reports (DSA Art. 16)
+    appeals: str = "moderation.appeals"  # complaints against a verdict (DSA Art. 20)
+    statements: str = "moderation.statements"  # statements of reasons (DSA Art. 17), by puid
 
 
 class TriageSettings(Section):
@@ -289,6 +293,34 @@ class ReviewSettings(Section):
         return _no_password(value)
 
 
+class AppealsSettings(Section):
+    """Complaints against verdicts (DSA Art. 20): the intake in the review console."""
+
+    window_days: float = Field(183.0, gt=0)  # at least six months after the decision
+    group_id: str = "modpipe-appeals"
+
+
+class StatementsSettings(Section):
+    """Statements of reasons: building them from verdicts and sending them to the EU database."""
+
+    group_id: str = "modpipe-statements"  # the builder's group on topics.verdicts
+    submit_group_id: str = "modpipe-statements-submitter"  # the submitter's on topics.statements
+    base_url: str = "https://transparency.dsa.ec.europa.eu"
+    token: SecretStr | None = None  # MODPIPE_STATEMENTS__TOKEN or token_file only
+    token_file: Path | None = None
+    batch_max: int = Field(100, ge=1, le=100)  # the API takes 1-100 per call
+    requests_per_s: float = Field(20.0, gt=0, le=150)  # under the API's 200/s and 12,000/min
+    timeout_s: float = Field(30.0, gt=0)
+    stored_keep_days: float = Field(400.0, gt=0)  # how long a stored puid is remembered
+    publish_deadline_s: float = Field(60.0, gt=0)
+    port: int = Field(9467, ge=0, le=65535)  # the submitter's /metrics; 0 disables
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "token", "token_file")
+
+
 class StackSettings(Section):
     home: Path = Path("~/.cache/modpipe").expanduser()
     kafka_version: str = "4.1.1"
@@ -299,6 +331,50 @@ class StackSettings(Section):
     sasl_username: str = "modpipe"  # `up --secure`: the SCRAM user given the pipeline's ACLs
 
 
+class DsaGround(Section):
+    """How one policy category reads in a statement of reasons (the policy file's `dsa`)."""
+
+    decision_ground: Literal[
+        "DECISION_GROUND_ILLEGAL_CONTENT", "DECISION_GROUND_INCOMPATIBLE_CONTENT"
+    ]
+    category: str
+    keywords: list[str] = []
+    ground: str = Field(min_length=1, max_length=500)  # the T&C clause, or the legal ground
+    explanation: str = Field(min_length=1, max_length=2000)
+    illegal: Literal["Yes", "No"] | None = None  # incompatible content that is also illegal
+    visibility: str = "DECISION_VISIBILITY_CONTENT_REMOVED"
+
+    @model_validator(mode="after")
+    def _known_values(self) -> DsaGround:
+        if self.category not in dsa.CATEGORY:
+            raise ValueError(f"category {self.category!r} is not a database category")
+        unknown = sorted(set(self.keywords) - set(dsa.KEYWORD))
+        if unknown:
+            raise ValueError(f"keywords not in the database's list: {unknown}")
+        if self.visibility not in dsa.DECISION_VISIBILITY or self.visibility.endswith("_OTHER"):
+            raise ValueError(f"visibility {self.visibility!r} is not a database restriction")
+        return self
+
+
+class DsaPolicy(Section):
+    """The policy's mapping onto the DSA Transparency Database (statements of reasons)."""
+
+    terms_url: str | None = Field(None, max_length=500)  # decision_ground_reference_url
+    content_type: list[str] = ["CONTENT_TYPE_TEXT"]
+    territorial_scope: list[str] = list(dsa.EEA)
+    categories: dict[str, DsaGround]
+
+    @model_validator(mode="after")
+    def _known_values(self) -> DsaPolicy:
+        if not self.content_type or set(self.content_type) - set(dsa.CONTENT_TYPE):
+            raise ValueError(f"content_type must be database content types: {self.content_type}")
+        if "CONTENT_TYPE_OTHER" in self.content_type:
+            raise ValueError("content_type OTHER would need a description; name a type")
+        if not self.territorial_scope or set(self.territorial_scope) - set(dsa.EEA):
+            raise ValueError("territorial_scope must be EEA country codes (upper case)")
+        return self
+
+
 class Policy(Section):
     """The taxonomy all tiers map onto, loaded from `policy_file`."""
 
@@ -307,6 +383,7 @@ class Policy(Section):
     cpu_category: str
     openai_moderation: dict[str, str] = {}
     llama_guard: dict[str, str | None] = {}
+    dsa: DsaPolicy | None = None  # statements of reasons need it for every category
 
     @model_validator(mode="after")
     def _known_categories(self) -> Policy:
@@ -315,6 +392,12 @@ class Policy(Section):
         unknown = named - set(self.categories)
         if unknown:
             raise ValueError(f"mapped to unknown categories: {sorted(unknown)}")
+        if self.dsa is not None and set(self.dsa.categories) != set(self.categories):
+            missing = sorted(set(self.categories) - set(self.dsa.categories))
+            extra = sorted(set(self.dsa.categories) - set(self.categories))
+            raise ValueError(
+                f"dsa.categories must map every category: missing {missing}, unknown {extra}"
+            )
         return self
 
 
@@ -339,6 +422,8 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     review: ReviewSettings = ReviewSettings()
     learning: LearningSettings = LearningSettings()
+    appeals: AppealsSettings = AppealsSettings()
+    statements: StatementsSettings = StatementsSettings()
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY"), exclude=True
     )
@@ -379,6 +464,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 _FILE_FORBIDDEN = (
     ("kafka", "sasl_password", "MODPIPE_KAFKA__SASL_PASSWORD"),
     ("redis", "password", "MODPIPE_REDIS__PASSWORD"),
+    ("statements", "token", "MODPIPE_STATEMENTS__TOKEN"),
 )
 
 
