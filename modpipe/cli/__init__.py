@@ -26,6 +26,7 @@ from modpipe.cli import (
     quality,
     review,
     stack,
+    statements,
     workers,
 )
 from modpipe.core.errors import ModpipeError
@@ -45,6 +46,7 @@ COMMANDS = (
     dataset,
     flywheel,
     finetune,
+    statements,
 )
 
 

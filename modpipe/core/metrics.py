@@ -127,6 +127,63 @@ class Metrics:
             registry=r,
         )
 
+        # -- DSA compliance (docs/compliance.md) --------------------------------------------
+        self.statements_built = Counter(
+            "modpipe_statements_built",
+            "Statements of reasons published on the statements topic, by automated_decision.",
+            ["automated"],
+            registry=r,
+        )
+        self.statements_submitted = Counter(
+            "modpipe_statements_submitted",
+            "Statements the Transparency Database holds, by how we know "
+            "(created: 201, duplicate: 422 for its puid, found: existing-puid).",
+            ["result"],
+            registry=r,
+        )
+        self.statements_failed = Counter(
+            "modpipe_statements_failed",
+            "Statements the database refused for their content (sent to the DLQ).",
+            registry=r,
+        )
+        self.statements_requests = Counter(
+            "modpipe_statements_requests",
+            "Calls to the Transparency Database, by status (201, 422, 429, 5xx, timeout, "
+            "connection, other).",
+            ["status"],
+            registry=r,
+        )
+        self.statements_pending = Gauge(
+            "modpipe_statements_pending",
+            "Statements on the statements topic not yet stored in the database.",
+            registry=r,
+        )
+        self.statements_oldest_pending = Gauge(
+            "modpipe_statements_oldest_pending_age_seconds",
+            "Age of the oldest statement not yet stored (0 when none).",
+            registry=r,
+        )
+        self.appeals = Counter(
+            "modpipe_appeals",
+            "Appeals read, by outcome of the intake (queued, duplicate, dlq).",
+            ["outcome"],
+            registry=r,
+        )
+        self.appeal_decisions = Histogram(
+            "modpipe_appeal_received_to_decided_seconds",
+            "Time from an appeal's receipt to its decision (its median: histogram_quantile 0.5).",
+            ["outcome"],
+            buckets=(60, 600, 3600, 14400, 43200, 86400, 172800, 432000, 864000, 2592000),
+            registry=r,
+        )
+        self.notices = Counter(
+            "modpipe_notices",
+            "Notices read, by route (posts: decided like a post; review: a trusted flagger's, "
+            "to reviewers first; dlq).",
+            ["route"],
+            registry=r,
+        )
+
     def serve(self, host: str, port: int, health: Health | None = None) -> HttpEndpoint | None:
         """Serve /metrics, /healthz and /readyz (`health`'s checks) on host:port; 0 disables."""
         return HttpEndpoint(self.registry, host, port, health) if port else None

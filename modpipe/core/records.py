@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 Action = Literal["allow", "block", "review"]
 Tier = Literal["small", "frontier", "cache", "fallback", "human"]
 Scores = dict[str, float]
-ReviewReason = Literal["audit", "provider_failed", "budget", "no_provider", "classifier_failed"]
+ReviewReason = Literal[
+    "audit", "provider_failed", "budget", "no_provider", "classifier_failed", "notice"
+]
 
 MAX_POST_ID = 256
 MAX_DEPTH = 32  # nesting of a post value; the records that carry a post get one level more

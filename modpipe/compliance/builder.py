@@ -1,0 +1,155 @@
+"""The statement builder: reads `moderation.verdicts`, writes `moderation.statements`.
+
+Why a worker of its own rather than a step in triage or the escalator: every final
+decision, whichever tier or person made it (triage, the escalator, the console, an
+appeal), arrives on the verdicts topic, so one reader there sees them all and the
+deciders stay untouched; a slow or failing compliance step never holds up moderation.
+
+Each batch is one Kafka transaction: the statements (keyed by puid) and the dead letters
+go out together with the consumed offsets, so a crash at any point publishes a batch's
+statements exactly once for read_committed readers (the submitter, the report). A
+verdict read twice upstream (before the pipeline's own transactions) is caught by the
+`built` ledger. Every verdict also joins its post's history in Redis, which the appeal
+intake reads. Input is read read_committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from modpipe.compliance.consuming import (
+    Batches,
+    Idle,
+    consumer,
+    ensure_compliance_topics,
+    next_offsets,
+    producer,
+    sleep_or_stop,
+)
+from modpipe.compliance.ledger import Ledger, LedgerUnavailable
+from modpipe.compliance.statements import Context, Source, build_statement, verdict_key
+from modpipe.core.decoding import load_object
+from modpipe.core.errors import ConfigError, InvalidRecord
+from modpipe.core.metrics import Metrics
+from modpipe.core.records import Incoming, Outgoing, Verdict, dead_letter
+from modpipe.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def parse_verdict(raw: bytes | None, max_bytes: int) -> Verdict:
+    """Decode a verdict strictly; raises InvalidRecord."""
+    obj = load_object(raw, max_bytes, 4)
+    try:
+        return Verdict.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidRecord(f"not a valid verdict: {exc.errors()[0]['msg']}", "schema") from exc
+
+
+def source_of(notice: dict[str, object] | None) -> Source:
+    """The statement's source: own initiative, a notice, or a trusted flagger's notice."""
+    if notice is None:
+        return "voluntary"
+    return "trusted_flagger" if notice.get("trusted_flagger") else "notice"
+
+
+class StatementBuilder:
+    """Verdicts in, statements of reasons out; `run(idle_exit=...)` for bounded runs."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, metrics: Metrics) -> None:
+        if settings.policy.dsa is None:
+            raise ConfigError("the policy file has no `dsa` mapping: statements need one")
+        self.settings = settings
+        self.ledger = ledger
+        self.metrics = metrics
+        self._stopping = asyncio.Event()
+        self._consumer = consumer(settings, settings.statements.group_id)
+        self._producer = producer(settings, f"{settings.statements.group_id}-builder")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, idle_exit: float | None = None) -> int:
+        """Build statements until stopped (or idle for `idle_exit` seconds); exit code."""
+        await ensure_compliance_topics(self.settings)
+        await self._producer.start()
+        await self._consumer.start()
+        try:
+            self._consumer.subscribe([self.settings.topics.verdicts])
+            idle = Idle(idle_exit)
+            while not self._stopping.is_set() and not idle.expired:
+                batches = await self._consumer.getmany(timeout_ms=500)
+                count = sum(len(r) for r in batches.values())
+                if batches:
+                    await self._handle(batches)
+                idle.saw(count)  # after the work: a long batch is not idleness
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+        return 0
+
+    async def _handle(self, batches: Batches) -> None:
+        while True:
+            try:
+                await self._once(batches)
+                return
+            except (LedgerUnavailable, KafkaError) as exc:
+                # Nothing of this batch was committed: rewind and try the same records.
+                log.warning("statement batch failed, retrying: %s", exc)
+                for tp, records in batches.items():
+                    self._consumer.seek(tp, records[0].offset)
+                await sleep_or_stop(self._stopping, 1.0)
+                if self._stopping.is_set():
+                    return
+                batches = await self._consumer.getmany(timeout_ms=1000)
+                if not batches:
+                    return
+
+    async def _once(self, batches: Batches) -> None:
+        s = self.settings
+        out: list[Outgoing] = []
+        statements: dict[str, Outgoing] = {}  # by puid: a repeated verdict counts once
+        for records in batches.values():
+            for record in records:
+                got = await self._statement(record)
+                if got is not None and got.topic == s.topics.statements:
+                    statements.setdefault(got.key.decode(), got)
+                elif got is not None:
+                    out.append(got)
+        already = await self.ledger.built(statements)
+        fresh = {p: o for p, o in statements.items() if p not in already}
+        out.extend(fresh.values())
+        # One transaction: these statements and dead letters, and the offsets they answer for.
+        async with self._producer.transaction():
+            for o in out:
+                await self._producer.send(o.topic, o.value, key=o.key)
+            offsets = next_offsets(batches)
+            await self._producer.send_offsets_to_transaction(offsets, s.statements.group_id)
+        await self.ledger.mark_built(fresh)
+        for o in fresh.values():
+            self.metrics.statements_built.labels(json.loads(o.value)["automated_decision"]).inc()
+
+    async def _statement(self, record: ConsumerRecord[bytes, bytes]) -> Outgoing | None:
+        s = self.settings
+        try:
+            verdict = parse_verdict(record.value, s.kafka.max_message_bytes)
+        except InvalidRecord as exc:
+            self.metrics.dlq.labels(exc.reason).inc()
+            return dead_letter(Incoming.of(record), exc, s.topics.dlq)
+        assert record.value is not None
+        await self.ledger.record_verdict(
+            verdict.post_id, verdict_key(verdict), record.value.decode()
+        )
+        if verdict.action != "block":
+            return None
+        context = Context(source_of(await self.ledger.notice(verdict.post_id)))
+        statement = build_statement(verdict, s.policy, context)
+        assert statement is not None
+        value = json.dumps(statement, ensure_ascii=False, separators=(",", ":")).encode()
+        return Outgoing(s.topics.statements, statement["puid"].encode(), value)

@@ -1,0 +1,124 @@
+"""Helpers for the DSA compliance tests: unique settings, verdicts, reading a topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from modpipe.compliance.consuming import ensure_compliance_topics
+from modpipe.core.kafka import client_options, topic_partitions
+from modpipe.core.records import Verdict
+from modpipe.core.settings import Settings
+from tests.conftest import MakeSettings
+
+
+def dsa_settings(make_settings: MakeSettings, **extra: Any) -> Settings:
+    """Settings whose compliance topics, groups and ports are unique to one test."""
+    tag = uuid.uuid4().hex[:10]
+    overrides: dict[str, Any] = {
+        "topics": {
+            "notices": f"t-{tag}-notices",
+            "appeals": f"t-{tag}-appeals",
+            "statements": f"t-{tag}-statements",
+        },
+        "statements": {
+            "group_id": f"test-statements-{tag}",
+            "submit_group_id": f"test-submitter-{tag}",
+            "port": 0,
+            "timeout_s": 1.0,
+            "requests_per_s": 100,
+        },
+        "appeals": {"group_id": f"test-appeals-{tag}"},
+        "review": {"group_id": f"test-review-{tag}", "port": 0},
+        "metrics": {"review_port": 0},
+    }
+    for section, values in extra.items():
+        overrides.setdefault(section, {}).update(values)
+    return make_settings(**overrides)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment that gives a `modpipe` subprocess the same topics, groups, prefix."""
+    env = dict(os.environ)
+    for name, value in settings.topics.model_dump().items():
+        env[f"MODPIPE_TOPICS__{name.upper()}"] = value
+    st = settings.statements
+    env |= {
+        "MODPIPE_KAFKA__PARTITIONS": str(settings.kafka.partitions),
+        "MODPIPE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "MODPIPE_STATEMENTS__GROUP_ID": st.group_id,
+        "MODPIPE_STATEMENTS__SUBMIT_GROUP_ID": st.submit_group_id,
+        "MODPIPE_STATEMENTS__BASE_URL": st.base_url,
+        "MODPIPE_STATEMENTS__TIMEOUT_S": str(st.timeout_s),
+        "MODPIPE_STATEMENTS__REQUESTS_PER_S": str(st.requests_per_s),
+        "MODPIPE_STATEMENTS__PORT": "0",
+    }
+    if st.token is not None:
+        env["MODPIPE_STATEMENTS__TOKEN"] = st.token.get_secret_value()
+    return env
+
+
+def verdict(post_id: str, action: str = "block", **over: Any) -> Verdict:
+    """A machine verdict on `post_id` (block for harassment unless told otherwise)."""
+    base: dict[str, Any] = {
+        "post_id": post_id,
+        "action": action,
+        "categories": ["harassment"] if action == "block" else [],
+        "scores": {"harassment": 0.97 if action == "block" else 0.1},
+        "tier": "small",
+        "model": "cpu-tfidf",
+        "policy_version": "2026-11-01",
+        "latency_ms": 2.0,
+        "cost_usd": 0.0,
+    }
+    base.update(over)
+    return Verdict.model_validate(base)
+
+
+async def produce(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -> None:
+    """Publish (key, value) records and wait for every acknowledgement."""
+    await ensure_compliance_topics(settings)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, v, key=k.encode()) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_all(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[Any]:
+    """Every committed record on `topic` now, as (key, JSON value) pairs."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        parts = await topic_partitions(settings.kafka, [topic])
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        deadline = time.monotonic() + timeout_s
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out reading {topic}")
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    out.append((r.key.decode() if r.key else None, json.loads(r.value)))
+    finally:
+        await consumer.stop()
+    return out
