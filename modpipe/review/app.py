@@ -218,7 +218,7 @@ class Pages:
     async def decide(self, request: Request, session: Session) -> Response:
         form = await request.form()
         item_id = request.path_params["item_id"]
-        answer = await self.console.desk.decide(session, _decision(form, item_id))
+        answer = await self.console.desk.decide(session, _decision(form, item_id) | _appeal(form))
         if answer.status == 400:
             return await self._item_page(request, session, item_id, answer.body["error"], 400)
         if answer.status != 200:
@@ -242,6 +242,12 @@ def _decision(form: FormData, item_id: str) -> dict[str, Any]:
         "categories": [c for c in form.getlist("categories") if isinstance(c, str)],
         "note": form.get("note") or "",
     }
+
+
+def _appeal(form: FormData) -> dict[str, Any]:
+    # An appeal's form sends an outcome instead of an action (docs/compliance.md).
+    outcome = form.get("outcome")
+    return {"outcome": outcome} if isinstance(outcome, str) and outcome else {}
 
 
 def build_app(console: Console) -> Starlette:

@@ -16,11 +16,15 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from modpipe.compliance.consuming import ensure_compliance_topics
+from modpipe.compliance.ledger import Ledger
 from modpipe.core.errors import ReviewStoreUnavailable
 from modpipe.core.kafka import client_options, ensure_pipeline_topics
 from modpipe.core.metrics import Metrics
+from modpipe.core.redis_client import connect_redis
 from modpipe.core.settings import Settings
 from modpipe.review.accounts import Accounts
+from modpipe.review.appeals import AppealIntake
 from modpipe.review.desk import Desk
 from modpipe.review.feeder import Feeder
 from modpipe.review.store import ReviewStore, connect
@@ -43,15 +47,23 @@ class Console:
         self._producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2)
         self.desk = Desk(settings, self.store, self._producer, metrics)
         self.feeder = Feeder(settings, self.store, self.desk.send, metrics)
+        self.ledger = Ledger(  # appeals: the posts' verdict histories (docs/compliance.md)
+            connect_redis(settings.redis, timeout_s=max(settings.redis.timeout_s, 2.0)),
+            settings.redis.key_prefix,
+            settings.appeals.window_days,
+        )
+        self.appeals = AppealIntake(settings, self.store, self.ledger, self.desk.send, metrics)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Create missing topics, start the producer and the background tasks."""
         await ensure_pipeline_topics(self.settings)  # sized like the workers create them
+        await ensure_compliance_topics(self.settings)  # the appeals topic
         await self._producer.start()
         self._tasks = [
             asyncio.create_task(self.feeder.run(self._stopping), name="review-feeder"),
+            asyncio.create_task(self.appeals.run(self._stopping), name="review-appeals"),
             asyncio.create_task(
                 self._every(OUTBOX_INTERVAL_S, self.desk.republish_overdue), name="review-outbox"
             ),
@@ -87,3 +99,4 @@ class Console:
                     log.error("%s failed", task.get_name(), exc_info=task.exception())
         await self._producer.stop()
         await self.store.aclose()
+        await self.ledger.aclose()

@@ -26,6 +26,7 @@ from modpipe.core.records import Label, Outgoing, Verdict, encode
 from modpipe.core.settings import Settings
 from modpipe.core.stats import clopper_pearson_interval
 from modpipe.review.accounts import Session
+from modpipe.review.appeals import appeal_decision, appeal_problem
 from modpipe.review.store import REASONS, Lease, ReviewStore
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class Desk:
 
     async def decide(self, session: Session, submitted: dict[str, Any]) -> Answer:
         """Record, publish and count one decision; skip releases the item instead."""
+        if submitted.get("outcome") is not None:
+            return await self.decide_appeal(session, submitted)
         why = problem(submitted, self.categories)
         item_id = submitted.get("item_id")
         if why is None and not isinstance(item_id, str):
@@ -104,6 +107,8 @@ class Desk:
             if earlier is not None:
                 return Answer(409, {"error": "already decided", "decision": _shown(earlier)})
             return Answer(404, {"error": "no such item"})
+        if lease.reason == "appeal":
+            return Answer(400, {"error": "an appeal is decided with an outcome"})
         decision = self._build(lease, session.user, submitted)
         audit = _agreement(lease, action)
         outcome = await self.store.decide(
@@ -116,6 +121,42 @@ class Desk:
         if outcome.status != "ok":
             return Answer(409, {"error": "you do not hold this item"})
         self._count(lease, action, audit)
+        published = await self.publish(item_id, decision)
+        return Answer(200, {"item_id": item_id, "published": published, **_shown(decision)})
+
+    # -- appeals (docs/compliance.md) ---------------------------------------------------
+
+    async def decide_appeal(self, session: Session, submitted: dict[str, Any]) -> Answer:
+        """Record and publish an appeal's outcome: a superseding human verdict and a label."""
+        item_id = submitted.get("item_id")
+        if not isinstance(item_id, str):
+            return Answer(400, {"error": "item_id is required"})
+        lease = await self.store.item(item_id)
+        if lease is None:
+            earlier = await self.store.earlier_decision(item_id)
+            if earlier is not None:
+                return Answer(409, {"error": "already decided", "decision": _shown(earlier)})
+            return Answer(404, {"error": "no such item"})
+        if lease.reason != "appeal":
+            return Answer(400, {"error": "only an appeal is decided with an outcome"})
+        if lease.record["appealed"].get("reviewer") == session.user:
+            return Answer(403, {"error": "you made the decision under appeal"})
+        why = appeal_problem(submitted, lease, self.categories)
+        if why is not None:
+            return Answer(400, {"error": why})
+        decision, verdict = appeal_decision(submitted, lease, session.user)
+        outcome = await self.store.decide(
+            session.user, item_id, decision, "", self.settings.review.outbox_retry_s
+        )
+        if outcome.status == "decided":
+            return Answer(409, {"error": "already decided", "decision": _shown(outcome.decision)})
+        if outcome.status != "ok":
+            return Answer(409, {"error": "you do not hold this item"})
+        self._count(lease, verdict.action, "")
+        received = lease.queued_ms / 1000  # an appeal is queued at its receipt
+        self.metrics.appeal_decisions.labels(submitted["outcome"]).observe(
+            max(0.0, time.time() - received)
+        )
         published = await self.publish(item_id, decision)
         return Answer(200, {"item_id": item_id, "published": published, **_shown(decision)})
 

@@ -37,7 +37,8 @@ from modpipe.core.redis_client import connect_redis
 from modpipe.core.settings import RedisSettings
 from modpipe.review import scripts
 
-REASONS: tuple[str, ...] = get_args(ReviewReason)
+# Appeals (docs/compliance.md) are queued by the appeal intake, not from review records.
+REASONS: tuple[str, ...] = (*get_args(ReviewReason), "appeal")
 
 
 def item_id(post_id: str) -> str:
@@ -257,6 +258,43 @@ class ReviewStore:
         except RedisError as exc:
             raise ReviewStoreUnavailable(f"redis leases failed: {exc}") from exc
         return out
+
+    # -- appeals (docs/compliance.md) ---------------------------------------------------
+
+    async def ingest_appeal(
+        self,
+        appeal_item: str,
+        record: str,
+        post_id: str,
+        queued_ms: int,
+        kafka_ts_ms: int,
+        excluded: list[str],
+        where: tuple[str, int, int],
+    ) -> str:
+        """Queue one appeal (idempotent per appeal id): `new`, `duplicate` or `done`.
+
+        `excluded` (the reviewer of the decision under appeal) never gets it: they go in
+        the item's skipped set before the item is queued, so no claim can race them.
+        """
+        topic, partition, offset = where
+        try:
+            if excluded:
+                await self.redis.sadd(f"{self.prefix}:skipped:{appeal_item}", *excluded)
+        except RedisError as exc:
+            raise ReviewStoreUnavailable(f"redis appeal failed: {exc}") from exc
+        return str(
+            await self._run(
+                "ingest",
+                appeal_item,
+                record,
+                "appeal",
+                queued_ms,
+                kafka_ts_ms,
+                post_id,
+                self.pending_key(topic, partition),
+                offset,
+            )
+        )
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -122,3 +122,24 @@ async def read_all(settings: Settings, topic: str, timeout_s: float = 20.0) -> l
     finally:
         await consumer.stop()
     return out
+
+
+def appeal(appeal_id: str, post_id: str, received_at: str, **extra: Any) -> bytes:
+    """An appeal record as a platform's complaint form would publish it."""
+    body = {
+        "appeal_id": appeal_id,
+        "post_id": post_id,
+        "statement": f"My post {post_id} broke no rule; please look again.",
+        "received_at": received_at,
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+def console_env(settings: Settings) -> dict[str, str]:
+    """The environment for a `modpipe review serve` process with this test's settings."""
+    from tests.integration.review_support import env_for as review_env
+
+    env = review_env(settings) | env_for(settings)
+    env["MODPIPE_APPEALS__GROUP_ID"] = settings.appeals.group_id
+    return env
