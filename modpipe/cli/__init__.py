@@ -27,6 +27,7 @@ from modpipe.cli import (
     review,
     stack,
     statements,
+    transparency,
     workers,
 )
 from modpipe.core.errors import ModpipeError
@@ -47,6 +48,7 @@ COMMANDS = (
     flywheel,
     finetune,
     statements,
+    transparency,
 )
 
 

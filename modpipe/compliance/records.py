@@ -10,6 +10,7 @@ reviewer reads; without it the reviewer sees the post id only).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,11 @@ from modpipe.core.records import MAX_DEPTH, MAX_POST_ID, Post
 
 MAX_STATEMENT = 5000
 AppealOutcome = ("upheld", "reversed", "partially_reversed")
+
+
+def appeal_verdict_id(appeal_id: str) -> str:
+    """The verdict id of an appeal's outcome (stable: one outcome per appeal)."""
+    return hashlib.sha256(b"verdict\0appeal\0" + appeal_id.encode()).hexdigest()[:32]
 
 
 def _instant(value: str) -> str:

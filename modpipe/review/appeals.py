@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 
 from modpipe.compliance.consuming import consumer
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
-from modpipe.compliance.records import AppealOutcome, parse_appeal
+from modpipe.compliance.records import AppealOutcome, appeal_verdict_id, parse_appeal
 from modpipe.compliance.statements import APPEAL_MODEL_PREFIX, verdict_key
 from modpipe.core.errors import InvalidRecord, ReviewStoreUnavailable
 from modpipe.core.kafka import Send, publish
@@ -56,11 +56,6 @@ DAY_S = 86400
 def appeal_item_id(appeal_id: str) -> str:
     """The console item of an appeal (one per appeal id), apart from posts' items."""
     return hashlib.sha256(b"appeal\0" + appeal_id.encode()).hexdigest()[:24]
-
-
-def appeal_verdict_id(appeal_id: str) -> str:
-    """The verdict id of an appeal's outcome (stable: one outcome per appeal)."""
-    return hashlib.sha256(b"verdict\0appeal\0" + appeal_id.encode()).hexdigest()[:32]
 
 
 def _seconds(instant: str) -> float:
