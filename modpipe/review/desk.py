@@ -11,6 +11,7 @@ moment can repeat a decision, never change it, and never lose it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from modpipe.core.kafka import publish
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Label, Outgoing, Verdict, encode
+from modpipe.core.records import Label, Outgoing, Verdict, encode, first_verdict_id
 from modpipe.core.settings import Settings
 from modpipe.core.stats import clopper_pearson_interval
 from modpipe.review.accounts import Session
@@ -175,6 +176,9 @@ class Desk:
             latency_ms=round(max(0.0, time.time() * 1000 - lease.kafka_ts_ms), 3),
             cost_usd=0.0,  # reviewers' time is not priced; tier 1's share was on its verdict
             reviewer=reviewer,
+            # One human decision per post after review; it replaces the post's first one.
+            verdict_id=review_verdict_id(post_id),
+            supersedes=first_verdict_id(post_id),
         )
         label = Label(
             post=record["post"],
@@ -240,6 +244,11 @@ class Desk:
         self.metrics.tier1_error.labels("estimate").set(disagree / n if n else 0.0)
         self.metrics.tier1_error.labels("lower").set(lower)
         self.metrics.tier1_error.labels("upper").set(upper)
+
+
+def review_verdict_id(post_id: str) -> str:
+    """The verdict id of a reviewer's decision on a post in review (one per post)."""
+    return hashlib.sha256(b"verdict\0review\0" + post_id.encode()).hexdigest()[:32]
 
 
 def _agreement(lease: Lease, action: str) -> str:
