@@ -85,6 +85,9 @@ class DsaDatabaseServer:
             await asyncio.sleep(self.hang_s)
             return web.json_response({"message": "Gateway Timeout"}, status=504)
         if fault.startswith("store_then_"):
+            errors = self._errors(statements)
+            if errors:  # refused as without the fault: all or nothing
+                return web.json_response({"message": "invalid", "errors": errors}, status=422)
             self._store(statements)
             if fault == "store_then_timeout":
                 await asyncio.sleep(self.hang_s)
