@@ -68,6 +68,25 @@ class Ledger:
             pipe.expire(key, self.keep_s)
             await self._do("verdicts", pipe.execute())
 
+    async def record_verdicts(self, verdicts: list[tuple[str, str, str]]) -> None:
+        """Add (post_id, verdict_id, raw) verdicts to their posts' histories, in one trip."""
+        if not verdicts:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for post_id, verdict_id, raw in verdicts:
+                key = f"{self.prefix}:verdicts:{post_id}"
+                pipe.hset(key, verdict_id, raw)
+                pipe.expire(key, self.keep_s)
+            await self._do("verdicts", pipe.execute())
+
+    async def notices(self, post_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The notices that reported any of `post_ids`, by post id, in one trip."""
+        if not post_ids:
+            return {}
+        keys = [f"{self.prefix}:notice:{p}" for p in post_ids]
+        got = await self._do("notice", self.redis.mget(keys))
+        return {p: json.loads(v) for p, v in zip(post_ids, got, strict=True) if v}
+
     async def verdicts(self, post_id: str) -> dict[str, dict[str, Any]]:
         """Every verdict the post had, by verdict id."""
         got = await self._do("verdicts", self.redis.hgetall(f"{self.prefix}:verdicts:{post_id}"))
