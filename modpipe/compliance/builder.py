@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 from pydantic import ValidationError
 
 from modpipe.compliance.consuming import (
@@ -34,7 +34,7 @@ from modpipe.compliance.consuming import (
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.statements import Context, Source, build_statement, verdict_key
 from modpipe.core.decoding import load_object
-from modpipe.core.errors import ConfigError, InvalidRecord
+from modpipe.core.errors import ConfigError, InvalidRecord, StackError
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import Incoming, Outgoing, Verdict, dead_letter
 from modpipe.core.settings import Settings
@@ -99,6 +99,11 @@ class StatementBuilder:
             try:
                 await self._once(batches)
                 return
+            except ProducerFenced:
+                # Another instance took over this transactional id: this one must stop.
+                raise StackError(
+                    "fenced by another instance with the same transactional id"
+                ) from None
             except (LedgerUnavailable, KafkaError) as exc:
                 # Nothing of this batch was committed: rewind and try the same records.
                 log.warning("statement batch failed, retrying: %s", exc)

@@ -15,6 +15,10 @@ from modpipe.core.kafka import client_options, ensure_topics
 from modpipe.core.records import wire_limits
 from modpipe.core.settings import Settings
 
+FENCED = (
+    "another instance took over this worker's transactional id: run one instance of it "
+    "(docs/compliance.md)"
+)
 Batches = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from modpipe.compliance.consuming import (
     Batches,
@@ -25,7 +25,7 @@ from modpipe.compliance.consuming import (
 )
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.records import parse_notice
-from modpipe.core.errors import InvalidRecord
+from modpipe.core.errors import InvalidRecord, StackError
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import Incoming, Outgoing, ReviewItem, dead_letter, encode, wire_limits
 from modpipe.core.settings import Settings
@@ -63,6 +63,11 @@ class NoticeIntake:
                     try:
                         await self._once(batches)
                         break
+                    except ProducerFenced:
+                        # Another instance took over this transactional id: this one must stop.
+                        raise StackError(
+                            "fenced by another instance with the same transactional id"
+                        ) from None
                     except (LedgerUnavailable, KafkaError) as exc:
                         log.warning("notice batch failed, retrying: %s", exc)
                         await sleep_or_stop(self._stopping, 1.0)
