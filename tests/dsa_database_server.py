@@ -85,9 +85,9 @@ class DsaDatabaseServer:
             await asyncio.sleep(self.hang_s)
             return web.json_response({"message": "Gateway Timeout"}, status=504)
         if fault.startswith("store_then_"):
-            errors = self._errors(statements)
-            if errors:  # refused as without the fault: all or nothing
-                return web.json_response({"message": "invalid", "errors": errors}, status=422)
+            refused = self._errors(statements)
+            if refused:  # refused as without the fault: all or nothing
+                return web.json_response(refused, status=422)
             self._store(statements)
             if fault == "store_then_timeout":
                 await asyncio.sleep(self.hang_s)
@@ -95,20 +95,22 @@ class DsaDatabaseServer:
         raise AssertionError(f"unknown fault {fault}")
 
     def _errors(self, statements: list[dict[str, Any]]) -> dict[str, Any]:
-        errors: dict[str, Any] = {}
-        seen: set[str] = set()
-        for i, s in enumerate(statements):
-            wrong = problems(s)
-            puid = s.get("puid") if isinstance(s, dict) else None
-            if isinstance(puid, str) and not wrong and (puid in self.stored or puid in seen):
-                wrong = {"puid": [DUPLICATE]}
-                if puid in self.stored:
-                    self.duplicates[puid] += 1
-            if isinstance(puid, str):
-                seen.add(puid)
-            if wrong:
-                errors[f"statement_{i}"] = wrong
-        return errors
+        # As the database does it: each statement validated (errors keyed statement_N);
+        # then the puids unique within the call; then the insert, which a stored puid
+        # fails as a whole (top-level errors.puid with the existing record).
+        errors = {f"statement_{i}": w for i, s in enumerate(statements) if (w := problems(s))}
+        if errors:
+            return {"message": "The given data was invalid.", "errors": errors}
+        puids = [s["puid"] for s in statements]
+        if len(set(puids)) != len(puids):
+            message = "The platform identifier(s) are not all unique within this call."
+            return {"message": message, "errors": {"puid": [message]}}
+        for puid in puids:
+            if puid in self.stored:
+                self.duplicates[puid] += 1
+                body = {"message": DUPLICATE, "errors": {"puid": [DUPLICATE]}}
+                return {**body, "existing": self.stored[puid]}
+        return {}
 
     async def many(self, request: web.Request) -> web.Response:
         self.requests["POST statements"] += 1
@@ -128,11 +130,9 @@ class DsaDatabaseServer:
         fault = await self._fault(statements)
         if fault is not None:
             return fault
-        errors = self._errors(statements)
-        if errors:  # all or nothing
-            return web.json_response(
-                {"message": "The given data was invalid.", "errors": errors}, status=422
-            )
+        refused = self._errors(statements)
+        if refused:  # all or nothing
+            return web.json_response(refused, status=422)
         return web.json_response({"statements": self._store(statements)}, status=201)
 
     async def one(self, request: web.Request) -> web.Response:
@@ -144,12 +144,10 @@ class DsaDatabaseServer:
         fault = await self._fault([s])
         if fault is not None:
             return fault
-        errors = self._errors([s]).get("statement_0")
-        if errors:
-            body: dict[str, Any] = {"message": errors[next(iter(errors))][0], "errors": errors}
-            if errors.get("puid") == [DUPLICATE]:
-                body["existing"] = self.stored[s["puid"]]
-            return web.json_response(body, status=422)
+        refusal = self._errors([s])
+        if refusal:  # a single statement's errors are not keyed statement_0
+            errors = refusal["errors"].get("statement_0", refusal["errors"])
+            return web.json_response({**refusal, "errors": errors}, status=422)
         return web.json_response(self._store([s])[0], status=201)
 
     async def existing(self, request: web.Request) -> web.Response:

@@ -126,3 +126,16 @@ def refused_puids(body: dict[str, Any], count: int) -> dict[int, dict[str, list[
 def only_duplicate(errors: dict[str, list[str]]) -> bool:
     """Whether a statement's errors say only that its puid is already stored."""
     return set(errors) == {"puid"} and all("not unique" in m for m in errors["puid"])
+
+
+def batch_duplicate(body: dict[str, Any], count: int) -> bool:
+    """A batch's 422 for a puid the database already holds, naming no statement.
+
+    The database validates each statement (errors keyed `statement_N`), then inserts the
+    batch at once: a stored puid fails the insert as a whole, answered with top-level
+    `errors.puid` (and `existing`), whichever statement it was.
+    """
+    errors = body.get("errors")
+    if count < 2 or not isinstance(errors, dict) or set(errors) != {"puid"}:
+        return False
+    return only_duplicate({"puid": errors["puid"]}) if isinstance(errors["puid"], list) else False

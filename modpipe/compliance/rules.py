@@ -17,6 +17,7 @@ from modpipe.core import dsa
 
 _PUID = re.compile(dsa.PUID_PATTERN)
 _LANG = re.compile(r"^[A-Z]{2}$")
+_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 _ENUMS: dict[str, tuple[str, ...]] = {
     "decision_monetary": dsa.DECISION_MONETARY,
     "decision_provision": dsa.DECISION_PROVISION,
@@ -53,10 +54,10 @@ _LENGTHS = {
 _DATES = {
     "content_date": (date(2000, 1, 1), date(2038, 1, 1)),
     "application_date": (date(2020, 1, 1), date(2038, 1, 1)),
-    "end_date_visibility_restriction": (date(2020, 1, 1), date(2038, 1, 1)),
-    "end_date_monetary_restriction": (date(2020, 1, 1), date(2038, 1, 1)),
-    "end_date_service_restriction": (date(2020, 1, 1), date(2038, 1, 1)),
-    "end_date_account_restriction": (date(2020, 1, 1), date(2038, 1, 1)),
+    "end_date_visibility_restriction": (date.min, date(2038, 1, 1)),
+    "end_date_monetary_restriction": (date.min, date(2038, 1, 1)),
+    "end_date_service_restriction": (date.min, date(2038, 1, 1)),
+    "end_date_account_restriction": (date.min, date(2038, 1, 1)),
 }
 REQUIRED = (
     "decision_ground",
@@ -122,6 +123,11 @@ def problems(statement: Any) -> dict[str, list[str]]:
     puid = statement.get("puid")
     if isinstance(puid, str) and puid and not _PUID.match(puid):
         out.setdefault("puid", []).append("The puid format is invalid.")
+    url = statement.get("decision_ground_reference_url")
+    if isinstance(url, str) and url and not _URL.match(url):
+        out.setdefault("decision_ground_reference_url", []).append(
+            "The decision_ground_reference_url must be a valid URL."
+        )
     lang = statement.get("content_language")
     if lang is not None and (not isinstance(lang, str) or not _LANG.match(lang)):
         out.setdefault("content_language", []).append("The selected content_language is invalid.")

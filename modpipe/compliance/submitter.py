@@ -41,6 +41,7 @@ from modpipe.compliance.database import (
     DUPLICATE,
     Reply,
     TransparencyDatabase,
+    batch_duplicate,
     only_duplicate,
     refused_puids,
 )
@@ -164,6 +165,11 @@ class Submitter:
                 return
             if reply.status in (401, 403):
                 raise AccessError(f"the Transparency Database refused the token: {reply.status}")
+            if reply.status == 422 and batch_duplicate(reply.body, len(todo)):
+                # The database names no statement (its bulk insert hit the unique puid):
+                # some are stored already; step 2 asks which, and the rest go again.
+                known_absent -= set(todo)
+                continue
             if reply.status == 422:
                 known_absent |= set(todo)
                 await self._refusals(reply, todo, letters)

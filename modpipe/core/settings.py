@@ -370,6 +370,8 @@ class DsaPolicy(Section):
             raise ValueError(f"content_type must be database content types: {self.content_type}")
         if "CONTENT_TYPE_OTHER" in self.content_type:
             raise ValueError("content_type OTHER would need a description; name a type")
+        if self.terms_url is not None and not self.terms_url.startswith(("https://", "http://")):
+            raise ValueError("terms_url must be an http(s) URL")
         if not self.territorial_scope or set(self.territorial_scope) - set(dsa.EEA):
             raise ValueError("territorial_scope must be EEA country codes (upper case)")
         return self

@@ -9,6 +9,7 @@ import pytest
 from modpipe.compliance.database import (
     DUPLICATE,
     TransparencyDatabase,
+    batch_duplicate,
     only_duplicate,
     refused_puids,
 )
@@ -63,3 +64,14 @@ def test_refusals_by_statement() -> None:
     assert refused_puids(single, 1) == {0: {"puid": [DUPLICATE]}}
     assert only_duplicate({"puid": [DUPLICATE]})
     assert not only_duplicate({"puid": [DUPLICATE], "category": ["x"]})
+
+
+def test_a_batch_duplicate_names_no_statement() -> None:
+    body = {"message": DUPLICATE, "errors": {"puid": [DUPLICATE]}, "existing": {"puid": "x"}}
+    assert batch_duplicate(body, 5)
+    assert not batch_duplicate(body, 1)  # a single statement: it is that one
+    within = {
+        "errors": {"puid": ["The platform identifier(s) are not all unique within this call."]}
+    }
+    assert not batch_duplicate(within, 5)
+    assert not batch_duplicate({"errors": {"statement_0": {"puid": [DUPLICATE]}}}, 5)

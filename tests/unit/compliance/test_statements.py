@@ -118,6 +118,7 @@ def test_validator_catches_what_the_database_refuses(settings: Settings) -> None
         "decision_visibility_other": {"decision_visibility": ["DECISION_VISIBILITY_OTHER"]},
         "content_date": {"content_date": "2026-12-02"},
         "puid": {"puid": "p" * 501},
+        "decision_ground_reference_url": {"decision_ground_reference_url": "terms page"},
     }
     for field, change in cases.items():
         assert field in problems({**good, **change}), field
