@@ -5,12 +5,13 @@ A block is restrictive, whoever decided it: a machine tier, a reviewer after rev
 reviewer deciding an appeal (tier `human`, model `appeal:<outcome>`). Allow and review
 verdicts are not. What the statement says about automation follows from the tier:
 
-    tier small, frontier, cache, rules, fallback   detection Yes, decision FULLY
-    tier human after review (the models scored it) detection Yes, decision PARTIALLY
-    tier human with no scores (a notice to review) detection No,  decision NOT_AUTOMATED
+    tier small, frontier, cache, rules, fallback   decision FULLY
+    tier human after review (the models scored it) decision PARTIALLY
+    tier human with no scores (a flagger's notice) decision NOT_AUTOMATED
     tier human on an appeal                        decision NOT_AUTOMATED
 
-and a post reported by a notice has detection No and the notice's source type. No field
+Detection is automated (Yes) unless a notice reported the post (No, with the notice's
+source type). No field
 holds personal data: no author, no post text, no reviewer; `decision_facts` is a template
 filled from the category, the tier and the policy version. The `puid` is derived from the
 verdict's id, so the same decision always yields the same statement (and the database
@@ -90,7 +91,7 @@ def automation(verdict: Verdict, context: Context) -> tuple[str, str]:
     if verdict.tier in MACHINE_TIERS:
         return detected, dsa.FULLY
     if is_appeal_outcome(verdict) or not verdict.scores:
-        return detected if verdict.scores else "No", dsa.NOT_AUTOMATED
+        return detected, dsa.NOT_AUTOMATED  # no model output was before the reviewer
     return detected, dsa.PARTIALLY
 
 
