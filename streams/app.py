@@ -49,7 +49,7 @@ from modpipe.core.transactions import (
     TransactionFailed,
 )
 from streams.connection import broker_credentials, broker_urls, idempotent_producer, translated
-from streams.delivery import Fetched, ack, install_bulk_delivery
+from streams.delivery import Fetched, ack, committed_offsets, install_bulk_delivery
 from streams.triage import BatchResult, Triage
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class _Batch:
 
     fetched: Fetched
     classified: asyncio.Task[BatchResult]
+    epoch: int  # the assignment it was fetched under
     published: asyncio.Task[None] | None = None
 
 
@@ -119,6 +120,14 @@ class TriageWorker:
         self._in_flight = 0
         self._drained = asyncio.Event()  # set while no batch is in flight
         self._drained.set()
+        # Exactly once: set while no take-over of partitions is under way.
+        self._taking_over = asyncio.Event()
+        self._taking_over.set()
+        # Per partition, the offset below which everything is committed: read at take-over,
+        # raised by each commit. A post below it is never decided or published again, even
+        # when a seek (Faust's own, on a rebalance) fetches it a second time.
+        self._floor: dict[TopicPartition, int] = {}
+        self._epoch = 0  # counts the partitions given up: a batch from an older epoch is stale
         limits = wire_limits(settings.kafka.max_message_bytes)
         self._txns = (
             PartitionTransactions(
@@ -147,12 +156,22 @@ class TriageWorker:
         # timeout for a crashed member's partitions before any post can arrive.
         self._last_activity = time.monotonic()
         if self._txns is not None:
-            assignment = self.app.consumer.assignment()
-            assigned = {TopicPartition(tp.topic, tp.partition) for tp in assignment}
-            # Fence the partitions' earlier owners first, then read where they committed:
-            # nothing an earlier owner still had in flight can commit after that read.
-            await self._txns.assign(assigned)
-            await self.app.consumer.perform_seek()
+            self._taking_over.clear()
+            try:
+                assignment = self.app.consumer.assignment()
+                assigned = {TopicPartition(tp.topic, tp.partition) for tp in assignment}
+                # Fence the partitions' earlier owners first (this waits for a transaction
+                # they were committing), then read where they committed: nothing of theirs
+                # can commit after that read.
+                await self._txns.assign(assigned)
+                await self.app.consumer.perform_seek()
+                self._floor = {
+                    TopicPartition(tp.topic, tp.partition): offset
+                    for tp, offset in committed_offsets(self.app).items()
+                    if offset is not None
+                }
+            finally:
+                self._taking_over.set()
         self.ready.set()
 
     async def _on_revoked(self, sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
@@ -164,6 +183,10 @@ class TriageWorker:
                 self._drained.wait(), timeout=self.settings.kafka.session_timeout_s / 3
             )
         if self._txns is not None:
+            # Batches still in flight now were fetched for an assignment that ends here:
+            # even if the same partitions come back, they are read again from the
+            # committed offsets, so these must never commit.
+            self._epoch += 1
             await self._txns.revoke(self._txns.owned())
         else:
             await self.app.consumer.commit()
@@ -175,6 +198,13 @@ class TriageWorker:
     async def _deliver(self, fetched: Fetched) -> None:
         # Called by the fetch loop with each fetch (at most `batch_max` posts: the poll
         # size): it fetches again once this returns, so waiting for a slot is back-pressure.
+        if self._txns is not None:
+            # A fetch made before the take-over above may hold posts its earlier owner
+            # committed meanwhile: they are not ours to decide again.
+            await self._taking_over.wait()
+            fetched = _from(fetched, self._floor)
+            if not fetched.posts:
+                return
         await self._slots.acquire()
         if self._stopping.is_set():
             # Never published, so consumed again after a restart; parked until the app
@@ -184,7 +214,7 @@ class TriageWorker:
         self._in_flight += 1
         self._drained.clear()
         classified = asyncio.create_task(self.triage.process(fetched.posts))
-        self._to_send.put_nowait(_Batch(fetched, classified))
+        self._to_send.put_nowait(_Batch(fetched, classified, self._epoch))
 
     async def _send_in_order(self) -> None:
         """Publish each batch once it is classified, strictly in the order fetched.
@@ -197,28 +227,45 @@ class TriageWorker:
             batch = await self._to_send.get()
             result = await batch.classified
             if self._txns is not None:
-                await self._commit(batch.fetched, result)
+                await self._commit(batch, result)
                 batch.published = asyncio.create_task(asyncio.sleep(0))
             else:
                 await self._hand_over(batch, result.records)
             self._to_ack.put_nowait(batch)
 
-    async def _commit(self, fetched: Fetched, result: BatchResult) -> None:
+    async def _commit(self, batch: _Batch, result: BatchResult) -> None:
         """Commit the batch's transactions; during an outage, again until the broker is back."""
         assert self._txns is not None
-        outputs = _per_partition(fetched, result)
         delay = 0.2
-        while outputs:
+        fenced: set[TopicPartition] = set()
+        while True:
+            if batch.epoch != self._epoch:
+                log.info("dropping a batch fetched before its partitions were revoked")
+                return
+            outputs = _per_partition(batch.fetched, result, self._floor)
+            for tp in fenced:
+                outputs.pop(tp, None)
+            if not outputs:
+                return
+            failed: set[TopicPartition] = set()
             try:
                 await self._txns.commit(outputs)
-                return
             except Fenced as exc:
-                # Another worker owns these now and decides their posts: drop ours.
-                log.warning("dropping a batch's outputs for fenced partitions %s", exc.partitions)
-                return
+                fenced |= exc.partitions
             except TransactionFailed as exc:
-                outputs = {tp: o for tp, o in outputs.items() if tp in exc.failed}
                 log.warning("batch not committed (%s); sending it again in %.1fs", exc, delay)
+                fenced |= exc.fenced
+                failed = exc.failed
+            if fenced:
+                # Another worker owns these now and decides their posts: drop ours.
+                log.warning("dropping a batch's outputs for fenced partitions %s", fenced)
+            self._floor.update(
+                (tp, o.next_offset)
+                for tp, o in outputs.items()
+                if tp not in fenced and tp not in failed
+            )
+            if not failed:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -358,18 +405,43 @@ class TriageWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _per_partition(fetched: Fetched, result: BatchResult) -> dict[TopicPartition, PartitionOutput]:
+def _from(fetched: Fetched, floor: dict[TopicPartition, int]) -> Fetched:
+    """`fetched` less the messages below each partition's committed offset in `floor`."""
+    below = {
+        tp: floor[key]
+        for tp, offsets in fetched.offsets.items()
+        if offsets
+        and (key := TopicPartition(tp.topic, tp.partition)) in floor
+        and offsets[0] < floor[key]
+    }
+    if not below:
+        return fetched
+    posts = [
+        m for m in fetched.posts if m.offset >= below.get(TopicPartition(m.topic, m.partition), -1)
+    ]
+    log.info(
+        "skipped %d posts committed by a partition's earlier owner", len(fetched.posts) - len(posts)
+    )
+    offsets = {tp: [o for o in os if o >= below.get(tp, -1)] for tp, os in fetched.offsets.items()}
+    return Fetched(posts, offsets)
+
+
+def _per_partition(
+    fetched: Fetched, result: BatchResult, floor: dict[TopicPartition, int]
+) -> dict[TopicPartition, PartitionOutput]:
     """The batch's records grouped by the input partition of the message that owes them,
-    each with the offset after that partition's last message in the batch."""
+    each with the offset after that partition's last message in the batch; messages below
+    a partition's `floor` (committed already) are left out, and so are partitions with
+    nothing left."""
     records: dict[TopicPartition, list[Outgoing]] = {}
     for owed in result.owed:
         msg = owed.msg
         tp = TopicPartition(msg.topic, msg.partition)
-        records.setdefault(tp, []).extend(result.records[owed.start : owed.end])
-    return {
-        TopicPartition(tp.topic, tp.partition): PartitionOutput(
-            records.get(TopicPartition(tp.topic, tp.partition), []), offsets[-1] + 1
-        )
-        for tp, offsets in fetched.offsets.items()
-        if offsets
-    }
+        if msg.offset >= floor.get(tp, 0):
+            records.setdefault(tp, []).extend(result.records[owed.start : owed.end])
+    outputs = {}
+    for ftp, offsets in fetched.offsets.items():
+        tp = TopicPartition(ftp.topic, ftp.partition)
+        if offsets and offsets[-1] >= floor.get(tp, 0):
+            outputs[tp] = PartitionOutput(records.get(tp, []), offsets[-1] + 1)
+    return outputs

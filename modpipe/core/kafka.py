@@ -33,6 +33,7 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Gauge
 
 from modpipe.core import kafka_compat
@@ -344,6 +345,31 @@ async def ensure_pipeline_topics(settings: Settings) -> None:
         t.dlq: {"max.message.bytes": str(limits.dlq_topic_bytes)},
     }
     await ensure_topics(settings.kafka, names, settings.kafka.partitions, configs)
+
+
+async def holds(kafka: KafkaSettings, topic: str, key: bytes, needle: bytes, since_ms: int) -> bool:
+    """Whether `topic` holds a committed record keyed `key` whose value contains `needle`,
+    written at or after `since_ms`: a scan of the one partition the default partitioner
+    gives `key`, from that time to its end. For rare checks (a decision whose publication
+    is in doubt after a crash), not for a hot path."""
+    partitions = sorted(tp.partition for tp in await topic_partitions(kafka, [topic]))
+    tp = TopicPartition(topic, DefaultPartitioner()(key, partitions, partitions))
+    consumer = AIOKafkaConsumer(**consumer_options(kafka, None))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        start = (await consumer.offsets_for_times({tp: since_ms}))[tp]
+        if start is None:
+            return False  # nothing written since
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, start.offset)
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                if record.key == key and record.value is not None and needle in record.value:
+                    return True
+        return False
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(kafka: KafkaSettings, names: Iterable[str]) -> list[TopicPartition]:

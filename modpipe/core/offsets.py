@@ -52,6 +52,10 @@ class OffsetTracker:
                 out[tp] = position
         return out
 
+    def last_committed(self, tp: TopicPartition) -> int | None:
+        """The position last marked committed for `tp`, if any."""
+        return self._committed.get(tp)
+
     def owed(self, tp: TopicPartition, position: int) -> list[Outgoing]:
         """The records owed by `tp`'s finished messages below `position`, in offset order."""
         held = self._owed.get(tp, {})

@@ -219,3 +219,45 @@ async def _quietly(awaitable: Any) -> None:
         await asyncio.wait_for(awaitable, 10.0)
     except (KafkaError, TimeoutError, OSError) as exc:
         log.debug("ignored while closing a producer: %r", exc)
+
+
+class TransactionalPublisher:
+    """One transactional producer for records that answer no input offset (a reviewer's
+    verdict and label): all of them or none, each call one transaction."""
+
+    def __init__(
+        self, kafka: KafkaSettings, transactional_id: str, *, max_request_size: int
+    ) -> None:
+        self._options = {
+            **client_options(kafka),
+            **producer_options(kafka, max_request_size=max_request_size, linger_ms=2),
+            "transactional_id": transactional_id,
+        }
+        self._deadline_s = kafka.publish_deadline_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def publish(self, records: Sequence[Outgoing]) -> None:
+        """Publish `records` in one transaction; TransactionFailed if it did not commit."""
+        async with self._lock:
+            try:
+                if self._producer is None:
+                    producer = AIOKafkaProducer(**self._options)
+                    self._producer = producer
+                    await asyncio.wait_for(producer.start(), self._deadline_s)
+                await asyncio.wait_for(self._transact(self._producer, records), self._deadline_s)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                await self.stop()  # the next one under the same id aborts what this left open
+                raise TransactionFailed(f"not published: {exc!r}", failed=set()) from exc
+
+    async def _transact(self, producer: AIOKafkaProducer, records: Sequence[Outgoing]) -> None:
+        await producer.begin_transaction()
+        futures = [await producer.send(r.topic, r.value, key=r.key) for r in records]
+        await asyncio.gather(*futures)
+        await producer.commit_transaction()
+
+    async def stop(self) -> None:
+        """Close the producer (an open transaction is aborted)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quietly(producer.stop())

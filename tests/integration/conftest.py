@@ -90,6 +90,7 @@ class Outputs:
         self.escalations: dict[str, list[dict[str, Any]]] = {}
         self.review: dict[str, list[dict[str, Any]]] = {}
         self.dead_letters: list[dict[str, Any]] = []
+        self.where: list[tuple[str, int, int, bytes | None]] = []
         # A platform's reader: committed transactions only.
         self._consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
         self._read: dict[TopicPartition, int] = {}
@@ -118,6 +119,7 @@ class Outputs:
             for tp, messages in batches.items():
                 for m in messages:
                     self._add(tp.topic, m.value)
+                    self.where.append((tp.topic, tp.partition, m.offset, m.key))
             for tp in self._read:  # past transaction markers too, unlike the last offset read
                 self._read[tp] = await self._consumer.position(tp)
 
