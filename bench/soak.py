@@ -1,18 +1,28 @@
-"""Soak: a steady stream with bad records, workers killed at random, a broker restart.
+"""Soak: a steady stream with bad records; workers and the console killed at random; a broker
+restart and a Redis restart.
 
     flock /tmp/modpipe-bench.lock .venv/bin/python -m bench.soak \\
         [--duration 600] [--rate 500] [--bad 0.02] [--kill-every 120] [--seed 1]
 
 Starts a second local stack on its own ports and home (Kafka on --port, default 29092,
 Redis on --redis-port; the shared broker on 9092 is never touched), the OpenAI
-wire-format test server as the frontier, and `modpipe worker` and `modpipe escalator`
-as subprocesses under a supervisor that restarts them when they exit. For --duration
-seconds it publishes --rate posts a second, --bad of them drawn from the bad-input
-corpus (tests/bad_input_corpus.py), kill -9s each worker at random times (on average
-every --kill-every seconds) and restarts the broker once, half way give or take. Then
-it waits for the pipeline to drain and accounts for every record: each post needs a
-final verdict, each refused record a dead letter. Exit 0 only if nothing is lost and no
-worker died other than by the planned kills.
+wire-format test server as the frontier, and `modpipe worker`, `modpipe escalator` and
+`modpipe review serve` (the console, on a port of its own) as subprocesses under a
+supervisor that restarts them when they exit. A reviewer (a signed-in API client) claims
+and decides every review item. For --duration seconds it publishes --rate posts a
+second, --bad of them drawn from the bad-input corpus (tests/bad_input_corpus.py),
+kill -9s each process at random times (on average every --kill-every seconds), restarts
+the broker once and Redis once, at different times (Redis with `SHUTDOWN SAVE`, so it
+comes back with its data; --redis-restart wipe restarts it empty, kill kill -9s a Redis
+running on an append-only file).
+
+Then it waits for the pipeline to drain and reads every output topic from the beginning
+at read_committed, as a downstream service would, and reports: lost posts (no final
+verdict) and refused records without a dead letter; duplicate records per topic;
+conflicting verdicts (two verdicts of one post with different actions, the later not
+naming the earlier, directly or through a chain, in `supersedes`); review items shown to
+the reviewer twice, and review items on the topic never decided. Exit 0 only if all of
+those are 0 and no process died other than by the planned kills.
 
 A benchmark, not a test: it takes minutes and one machine's whole attention.
 """
@@ -28,27 +38,33 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import httpx
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from modpipe.core.kafka import (
     consumer_lag,
+    consumer_options,
     ensure_pipeline_topics,
     ensure_topics,
     topic_partitions,
 )
+from modpipe.core.records import first_verdict_id
 from modpipe.core.settings import Settings, load_settings
 from tests.bad_input_corpus import KINDS, Kind, post_id
 from tests.openai_wire_server import openai_wire_server
@@ -60,6 +76,7 @@ BIG = 4 * 1024 * 1024  # the soak's posts topic takes the corpus's 1.5 MB record
 TEXTS = ["have a nice day", "you are a fucking idiot", "your opinion is garbage"]
 WEIGHTS = [0.7, 0.2, 0.1]
 POST_KINDS = [k for k in KINDS if k.topic == "posts"]
+REVIEWER, PASSWORD = "soak-reviewer", "soak reviewer password"
 
 
 class SoakStack:
@@ -105,6 +122,76 @@ class SoakStack:
         await self.up()
         return time.monotonic() - started
 
+    async def redis_aof(self) -> None:
+        """Turn on Redis's append-only file (fsync every second, as deploy/redis.yaml runs
+        the state Redis); wait until it is written."""
+        client = aioredis.from_url(self.redis_url)
+        try:
+            await client.config_set("appendonly", "yes")
+            while True:
+                info = await client.info("persistence")
+                busy = info["aof_rewrite_in_progress"] or info.get("aof_rewrite_scheduled")
+                if info["aof_enabled"] and not busy:
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            await client.aclose()
+
+    async def restart_redis(self, mode: str) -> float:
+        """Stop the soak's Redis and start it again; the seconds it did not answer.
+
+        `save`: SHUTDOWN SAVE, back with all its data (a restart of a Redis with
+        persistence); `wipe`: SHUTDOWN NOSAVE, back empty (the stack's own Redis persists
+        nothing); `kill`: kill -9 of a Redis on its append-only file (see `redis_aof`),
+        back with what the file holds (up to a second of writes may be missing).
+        """
+        started = time.monotonic()
+        pid_file = self.home / "run" / "redis.pid"
+        pid = int(pid_file.read_text())
+        if mode == "kill":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            client = aioredis.from_url(self.redis_url)
+            try:
+                await client.shutdown(save=mode == "save", nosave=mode != "save")
+            except RedisError as exc:  # redis-py raises when the server is still there
+                print(f"  redis shutdown: {exc}; SIGTERM", flush=True)
+                os.kill(pid, signal.SIGTERM)
+            finally:
+                with suppress(Exception):
+                    await client.aclose()
+        while Path(f"/proc/{pid}").exists():
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)  # the workers see Redis gone for a while
+        if mode == "kill":  # `stack up` would start it without its append-only file
+            home = self.home / "redis"
+            with (home / "redis.log").open("ab") as log:
+                proc = subprocess.Popen(
+                    [
+                        shutil.which("redis-server") or "redis-server",
+                        str(home / "redis.conf"),
+                        "--appendonly",
+                        "yes",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            pid_file.write_text(str(proc.pid))
+        else:
+            await self.up()
+        client = aioredis.from_url(self.redis_url)
+        try:
+            while True:
+                with suppress(RedisError, OSError):
+                    if await client.ping():
+                        break
+                await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+        return time.monotonic() - started
+
     def down(self) -> None:
         with suppress(RuntimeError, subprocess.TimeoutExpired):
             self._stack("down")
@@ -131,6 +218,7 @@ class Supervisor:
         self.procs = {
             "worker": Proc("worker", ["worker"]),
             "escalator": Proc("escalator", ["escalator"]),
+            "console": Proc("console", ["review", "serve"]),
         }
 
     def _start(self, p: Proc) -> None:
@@ -151,9 +239,14 @@ class Supervisor:
         """kill -9, then start it again at once (as a process supervisor would)."""
         p = self.procs[name]
         assert p.process is not None
-        p.process.send_signal(signal.SIGKILL)
-        p.process.wait()
-        p.kills += 1
+        if p.process.poll() is None:
+            p.process.send_signal(signal.SIGKILL)
+        code = p.process.wait()
+        if code != -signal.SIGKILL:  # it had exited by itself before the kill
+            p.deaths.append(code)
+            print(f"  {p.name} had exited with {code}", flush=True)
+        else:
+            p.kills += 1
         self._start(p)
 
     def poll(self) -> None:
@@ -185,17 +278,45 @@ class Supervisor:
         )
 
 
+class Copy(NamedTuple):
+    """One record read from an output topic: where it is and when it was written (ms)."""
+
+    partition: int
+    offset: int
+    ts_ms: int
+
+
+class Seen(NamedTuple):
+    """One verdict read from the verdicts topic."""
+
+    where: Copy
+    action: str
+    tier: str
+    verdict_id: str  # "" when absent (a verdict that does not name itself)
+    supersedes: str | None
+
+
 @dataclass
 class Ledger:
-    """What was published (acknowledged) and what came out."""
+    """What was published (acknowledged), what came out (read at read_committed), and
+    what the reviewer saw."""
 
     expect_verdict: set[str] = field(default_factory=set)
     expect_letter: dict[tuple[str, int, int], str] = field(default_factory=dict)
     published: int = 0
     bad: int = 0
-    verdicts: Counter[str] = field(default_factory=Counter)
-    tiers: dict[str, str] = field(default_factory=dict)
-    letters: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    verdicts: dict[str, list[Seen]] = field(default_factory=lambda: defaultdict(list))
+    escalations: dict[str, list[Copy]] = field(default_factory=lambda: defaultdict(list))
+    reviews: dict[str, list[Copy]] = field(default_factory=lambda: defaultdict(list))
+    labels: dict[str, list[Copy]] = field(default_factory=lambda: defaultdict(list))
+    letters: dict[tuple[str, int, int], list[Copy]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    human: set[str] = field(default_factory=set)  # posts with a human verdict
+    # The reviewer: posts it was shown (claims of a new lease), decided, shown again after.
+    claims: Counter[str] = field(default_factory=Counter)
+    decided: set[str] = field(default_factory=set)
+    shown_again: list[tuple[str, str, float]] = field(default_factory=list)
 
     def missing(self) -> tuple[int, int]:
         """Posts without a verdict, refused records without a dead letter."""
@@ -204,8 +325,14 @@ class Ledger:
             sum(1 for where in self.expect_letter if where not in self.letters),
         )
 
+    def undecided_reviews(self) -> list[str]:
+        """Posts with a review item on the topic and no human verdict (yet)."""
+        return [pid for pid in self.reviews if pid not in self.human]
 
-def soak_settings(stack: SoakStack, tag: str, wire_url: str) -> tuple[Settings, dict[str, str]]:
+
+def soak_settings(
+    stack: SoakStack, tag: str, wire_url: str, console_port: int
+) -> tuple[Settings, dict[str, str]]:
     names = ("posts", "verdicts", "escalations", "review", "dlq", "labels")
     topics = {k: f"soak-{tag}-{k}" for k in names}
     overrides: dict[str, Any] = {
@@ -218,8 +345,9 @@ def soak_settings(stack: SoakStack, tag: str, wire_url: str) -> tuple[Settings, 
             "base_url": wire_url,
             "group_id": f"soak-{tag}-escalator",
         },
-        "metrics": {"port": 0, "escalator_port": 0},
+        "metrics": {"port": 0, "escalator_port": 0, "review_port": 0},
         "triage": {"state_dir": str(stack.home / "faust")},
+        "review": {"group_id": f"soak-{tag}-review", "port": console_port},
     }
     env = {
         **stack.env,
@@ -230,10 +358,19 @@ def soak_settings(stack: SoakStack, tag: str, wire_url: str) -> tuple[Settings, 
         "MODPIPE_ESCALATION__GROUP_ID": f"soak-{tag}-escalator",
         "MODPIPE_METRICS__PORT": "0",
         "MODPIPE_METRICS__ESCALATOR_PORT": "0",
+        "MODPIPE_METRICS__REVIEW_PORT": "0",
+        "MODPIPE_REVIEW__GROUP_ID": f"soak-{tag}-review",
+        "MODPIPE_REVIEW__PORT": str(console_port),
         "MODPIPE_TRIAGE__STATE_DIR": str(stack.home / "faust"),
         **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in topics.items()},
     }
     return load_settings(CONFIG, overrides), env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def next_record(
@@ -321,11 +458,13 @@ async def publish(
 
 
 async def tally(settings: Settings, ledger: Ledger) -> None:
-    """Read verdicts and dead letters from the beginning, until cancelled."""
+    """Read every output topic from the beginning at read_committed, until cancelled."""
     t = settings.topics
-    parts = await topic_partitions(settings.kafka, [t.verdicts, t.dlq])
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None)
+    topics = [t.verdicts, t.escalations, t.review, t.labels, t.dlq]
+    parts = await topic_partitions(settings.kafka, topics)
+    consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
     await consumer.start()
+    intern = sys.intern
     try:
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -334,13 +473,103 @@ async def tally(settings: Settings, ledger: Ledger) -> None:
             for tp, messages in batches.items():
                 for m in messages:
                     value = json.loads(m.value)
+                    at = Copy(m.partition, m.offset, m.timestamp)
                     if tp.topic == t.verdicts:
-                        ledger.verdicts[value["post_id"]] += 1
-                        ledger.tiers.setdefault(value["post_id"], value["tier"])
+                        pid = value["post_id"]
+                        first = first_verdict_id(pid)
+                        # The first final verdict's id is kept as "=" (less memory).
+                        vid = value.get("verdict_id") or ""
+                        vid = "=" if vid == first else vid
+                        sup = value.get("supersedes")
+                        sup = "=" if sup == first else sup
+                        tier = intern(value["tier"])
+                        seen = Seen(at, intern(value["action"]), tier, vid, sup)
+                        ledger.verdicts[pid].append(seen)
+                        if tier == "human":
+                            ledger.human.add(pid)
+                    elif tp.topic == t.escalations:
+                        ledger.escalations[value["post"]["post_id"]].append(at)
+                    elif tp.topic == t.review:
+                        ledger.reviews[value["post"]["post_id"]].append(at)
+                    elif tp.topic == t.labels:
+                        ledger.labels[value["post"]["post_id"]].append(at)
                     else:
-                        ledger.letters[(value["topic"], value["partition"], value["offset"])] += 1
+                        where = (value["topic"], value["partition"], value["offset"])
+                        ledger.letters[where].append(at)
     finally:
         await consumer.stop()
+
+
+async def add_reviewer(env: dict[str, str]) -> None:
+    """The reviewer's account, made the way an operator makes one."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "modpipe",
+        "review",
+        "add-user",
+        REVIEWER,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, err = await proc.communicate(f"{PASSWORD}\n".encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"review add-user failed: {err.decode()[-2000:]}")
+
+
+def decision(item: dict[str, Any]) -> dict[str, Any]:
+    """What the reviewer decides: an audit's proposed verdict, else allow."""
+    proposed = item.get("proposed") or {}
+    if (
+        item.get("reason") == "audit"
+        and proposed.get("action") == "block"
+        and proposed.get("categories")
+    ):
+        return {"item_id": item["item_id"], "action": "block", "categories": proposed["categories"]}
+    return {"item_id": item["item_id"], "action": "allow"}
+
+
+async def review_items(url: str, ledger: Ledger, start: float, stop: asyncio.Event) -> None:
+    """One reviewer through the console's API: claim, decide, again; until `stop`. A post
+    claimed again after its decision was accepted is a review item shown twice."""
+    held: str | None = None  # the item this reviewer holds: claiming it again is no new sight
+    async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
+        signed_in = False
+        while not stop.is_set():
+            try:
+                if not signed_in:
+                    r = await http.post(
+                        "/api/login", json={"username": REVIEWER, "password": PASSWORD}
+                    )
+                    if r.status_code != 200:
+                        await asyncio.sleep(1.0)
+                        continue
+                    http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+                    signed_in = True
+                r = await http.post("/api/claim", json={})
+                if r.status_code in (401, 403):
+                    signed_in = False
+                    continue
+                if r.status_code != 200:  # 204: nothing queued; 503: the store is back soon
+                    await asyncio.sleep(0.5)
+                    continue
+                item = r.json()
+                pid = str(item["post"]["post_id"])
+                if item["item_id"] != held:
+                    ledger.claims[pid] += 1
+                    if pid in ledger.decided:
+                        ledger.shown_again.append((pid, item["item_id"], time.monotonic() - start))
+                held = item["item_id"]
+                r = await http.post("/api/decisions", json=decision(item))
+                if r.status_code == 200 or (r.status_code == 409 and "already decided" in r.text):
+                    ledger.decided.add(pid)
+                    held = None
+                elif r.status_code in (401, 403):
+                    signed_in = False
+            except (httpx.TransportError, ValueError, KeyError):
+                await asyncio.sleep(0.5)  # the console is restarting
 
 
 def schedule(rng: random.Random, duration: float, every: float) -> list[float]:
@@ -361,73 +590,133 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
     try:
         print(f"soak {tag}: stack in {stack.home} on {stack.bootstrap}", flush=True)
         await stack.up()
-        settings, env = soak_settings(stack, tag, frontier_url)
+        console_port = args.console_port or free_port()
+        settings, env = soak_settings(stack, tag, frontier_url, console_port)
         t = settings.topics
         limit = {t.posts: {"max.message.bytes": str(BIG)}}
         await ensure_topics(settings.kafka, [t.posts], settings.kafka.partitions, limit)
         await ensure_pipeline_topics(settings)
+        if args.redis_restart == "kill":
+            await stack.redis_aof()
+        await add_reviewer(env)
         ledger = Ledger()
         reader = asyncio.create_task(tally(settings, ledger))
         logs = Path(tempfile.gettempdir()) / f"modpipe-soak-{tag}-logs"
-        print(f"worker logs in {logs}", flush=True)
+        print(f"worker logs in {logs}; console on http://127.0.0.1:{console_port}/", flush=True)
         supervisor = Supervisor(env, logs)
         supervisor.start()
 
         rng = random.Random(args.seed)
-        events = [(at, "kill", "worker") for at in schedule(rng, args.duration, args.kill_every)]
-        events += [
-            (at, "kill", "escalator") for at in schedule(rng, args.duration, args.kill_every)
+        events: list[tuple[float, str, str]] = [
+            (at, "kill", name)
+            for name in supervisor.procs
+            for at in schedule(rng, args.duration, args.kill_every)
         ]
+        # A process that starts while the broker is down exits 2 at its start-up check
+        # (`modpipe worker` fails fast), which is not what is measured here: no kill from
+        # 30 s before a restart (a start takes up to ~20 s here) to 45 s after it.
+        restarts = []
         if args.broker_restart:
-            restart_at = rng.uniform(0.35, 0.65) * args.duration
-            # A worker that starts while the broker is down exits 2 at its start-up
-            # check (`modpipe worker` fails fast), which is not what is measured here:
-            # no kill from 30 s before the restart (a start takes up to ~20 s here) to
-            # 45 s after it (it is down for ~35 s).
-            events = [e for e in events if not -30 < e[0] - restart_at < 45]
-            events.append((restart_at, "restart", "broker"))
-        events.sort()
+            restarts.append((rng.uniform(0.25, 0.45) * args.duration, "restart", "broker"))
+        if args.redis_restart != "none":
+            restarts.append((rng.uniform(0.55, 0.75) * args.duration, "restart", "redis"))
+        for at, _, _ in restarts:
+            events = [e for e in events if not -30 < e[0] - at < 45]
+        events = sorted(events + restarts)
+        happened: list[tuple[float, str]] = []  # (wall time, what): evidence for the report
         start = time.monotonic()
+        stop_reviewing = asyncio.Event()
+        reviewer = asyncio.create_task(
+            review_items(f"http://127.0.0.1:{console_port}", ledger, start, stop_reviewing)
+        )
         publisher = asyncio.create_task(publish(settings, ledger, args, tag, start + args.duration))
-        restart: asyncio.Task[float] | None = None
+        outages: dict[str, asyncio.Task[float]] = {}
         while not publisher.done():
             now = time.monotonic() - start
             while events and events[0][0] <= now:
                 at, what, who = events.pop(0)
                 print(f"  {at:6.1f}s {what} {who}", flush=True)
+                happened.append((time.time(), f"{what} {who} at {at:.1f}s"))
                 if what == "kill":
                     supervisor.kill(who)
-                else:  # a task: the supervisor keeps watching meanwhile
-                    restart = asyncio.create_task(stack.restart_broker())
+                elif who == "broker":  # a task: the supervisor keeps watching meanwhile
+                    outages[who] = asyncio.create_task(stack.restart_broker())
+                else:
+                    outages[who] = asyncio.create_task(stack.restart_redis(args.redis_restart))
             supervisor.poll()
             await asyncio.sleep(0.2)
         rate = publisher.result()
-        broker_down_s = await restart if restart is not None else 0.0
+        down = {who: await task for who, task in outages.items()}
         print(f"published {ledger.published} at {rate:.0f}/s; draining", flush=True)
 
         drain_start = time.monotonic()
-        while any(ledger.missing()) and time.monotonic() - drain_start < args.drain_s:
+        while (
+            any(ledger.missing()) or ledger.undecided_reviews()
+        ) and time.monotonic() - drain_start < args.drain_s:
             supervisor.poll()
             await asyncio.sleep(0.5)
         drain_s = time.monotonic() - drain_start
-        await asyncio.sleep(3.0)  # late duplicates still count
+        await asyncio.sleep(5.0)  # late duplicates still count
+        stop_reviewing.set()
+        await asyncio.gather(reviewer, return_exceptions=True)
         # Not yet consumed is not lost: the groups' lag says which it is.
-        backlog = {
-            "triage": sum((await consumer_lag(settings.kafka, settings.app_id, t.posts)).values()),
-            "escalator": sum(
-                (
-                    await consumer_lag(settings.kafka, settings.escalation.group_id, t.escalations)
-                ).values()
-            ),
-        }
+        backlog = {}
+        for name, group, topic in (
+            ("triage", settings.app_id, t.posts),
+            ("escalator", settings.escalation.group_id, t.escalations),
+            ("console", settings.review.group_id, t.review),
+        ):
+            with suppress(KafkaError):
+                backlog[name] = sum((await consumer_lag(settings.kafka, group, topic)).values())
         codes = supervisor.stop()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
-        return report(args, ledger, supervisor, rate, drain_s, broker_down_s, codes, backlog)
+        return report(args, ledger, supervisor, rate, drain_s, down, codes, backlog, happened)
     finally:
         if supervisor is not None:
             supervisor.stop(10)
         stack.down()
+
+
+def duplicates(copies: dict[Any, list[Copy]]) -> dict[Any, list[Copy]]:
+    """The keys seen more than once, with every copy."""
+    return {k: v for k, v in copies.items() if len(v) > 1}
+
+
+def conflicts(seen: list[Seen]) -> list[tuple[Seen, Seen]]:
+    """Pairs (earlier, later) of different actions where the later does not name the
+    earlier in `supersedes`, directly or through the verdicts it supersedes."""
+    ordered = sorted(seen, key=lambda v: v.where.offset)
+    replaces = {v.verdict_id: v.supersedes for v in ordered if v.verdict_id}
+    out = []
+    for j, later in enumerate(ordered):
+        for earlier in ordered[:j]:
+            if earlier.action == later.action:
+                continue
+            named, hops = later.supersedes, 0
+            while named is not None and named != earlier.verdict_id and hops < 16:
+                named, hops = replaces.get(named), hops + 1
+            if earlier.verdict_id == "" or named != earlier.verdict_id:
+                out.append((earlier, later))
+    return out
+
+
+def verdict_copies(seen: list[Seen]) -> list[list[Seen]]:
+    """Groups of verdicts that are copies of one another: the same verdict_id (for the
+    first final verdict, `=`), or for verdicts without an id, the same tier and action."""
+    groups: dict[tuple[str, str, str], list[Seen]] = defaultdict(list)
+    for v in seen:
+        key = (v.verdict_id, "", "") if v.verdict_id else ("", v.tier, v.action)
+        groups[key].append(v)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def before(happened: list[tuple[float, str]], ts_ms: int) -> str:
+    """The last planned event before a record's timestamp."""
+    last = [
+        f"{what} ({ts_ms / 1000 - at:.1f}s before)" for at, what in happened if at <= ts_ms / 1000
+    ]
+    return last[-1] if last else "none"
 
 
 def report(
@@ -436,41 +725,121 @@ def report(
     supervisor: Supervisor,
     rate: float,
     drain_s: float,
-    broker_down_s: float,
+    down: dict[str, float],
     codes: dict[str, int | None],
     backlog: dict[str, int],
+    happened: list[tuple[float, str]],
 ) -> int:
     lost_posts, lost_letters = ledger.missing()
-    dup = {pid: n - 1 for pid, n in ledger.verdicts.items() if n > 1}
-    dup_by_tier: Counter[str] = Counter()
-    for pid, n in dup.items():
-        dup_by_tier[ledger.tiers.get(pid, "?")] += n
-    dup_letters = sum(n - 1 for n in ledger.letters.values() if n > 1)
+    undecided = ledger.undecided_reviews()
+    dup_verdicts = {pid: g for pid, seen in ledger.verdicts.items() if (g := verdict_copies(seen))}
+    dup_topics = {
+        "verdicts": sum(len(c) - 1 for g in dup_verdicts.values() for c in g),
+        "escalations": sum(len(c) - 1 for c in duplicates(ledger.escalations).values()),
+        "review items": sum(len(c) - 1 for c in duplicates(ledger.reviews).values()),
+        "labels": sum(len(c) - 1 for c in duplicates(ledger.labels).values()),
+        "dead letters": sum(len(c) - 1 for c in duplicates(ledger.letters).values()),
+    }
+    clashes = {
+        pid: c for pid, seen in ledger.verdicts.items() if len(seen) > 1 if (c := conflicts(seen))
+    }
+    clash_kinds: Counter[str] = Counter(
+        f"{e.tier}:{e.action} then {later.tier}:{later.action}"
+        for pairs in clashes.values()
+        for e, later in pairs
+    )
+    twice = len(ledger.shown_again)
     kills = {p.name: p.kills for p in supervisor.procs.values()}
     deaths = {p.name: p.deaths for p in supervisor.procs.values()}
-    total_kills = sum(kills.values()) or 1
-    total_dup = sum(dup.values()) + dup_letters
+    total_dup = sum(dup_topics.values())
+    tiers: Counter[str] = Counter(seen[0].tier for seen in ledger.verdicts.values())
     lines = [
         f"duration {args.duration:.0f}s, rate {args.rate}/s (achieved {rate:.0f}/s), "
         f"bad {args.bad:.0%}",
         f"published            {ledger.published} ({ledger.bad} bad records)",
-        f"final verdicts       {len(ledger.verdicts)} posts of {len(ledger.expect_verdict)}",
+        f"final verdicts       {len(ledger.verdicts)} posts of {len(ledger.expect_verdict)} "
+        f"(first verdict by tier {dict(tiers)})",
         f"dead letters         {len(ledger.letters)} of {len(ledger.expect_letter)}",
+        f"review items         {len(ledger.reviews)} posts on the topic, "
+        f"{len(ledger.decided)} decided by the reviewer, {len(ledger.human)} human verdicts",
         f"lost                 {lost_posts + lost_letters} "
-        f"({lost_posts} posts, {lost_letters} refused records)",
+        f"({lost_posts} posts, {lost_letters} refused records); "
+        f"review items never decided {len(undecided)}",
+        f"duplicates           {total_dup} {dup_topics}",
+        f"conflicting verdicts {sum(len(c) for c in clashes.values())} in {len(clashes)} posts "
+        f"{dict(clash_kinds)}",
+        f"review items twice   {twice} (shown to the reviewer again after its decision)",
         f"kills (kill -9)      {kills}",
         f"unplanned deaths     {deaths}",
-        f"broker restart       down {broker_down_s:.1f}s",
-        f"duplicates           {total_dup} ({total_dup / total_kills:.0f} per kill; "
-        f"verdicts by tier {dict(dup_by_tier)}, dead letters {dup_letters})",
+        "restarts             "
+        + ", ".join(f"{who} down {s:.1f}s" for who, s in down.items())
+        + f" (redis: {args.redis_restart})",
         f"drained in           {drain_s:.1f}s after publishing stopped "
-        f"(uncommitted at the end: {backlog})",
+        f"(group lag at the end: {backlog}; a transaction's commit marker is 1 per partition)",
         f"final stop codes     {codes}",
         f"tracebacks in logs   {supervisor.tracebacks()}",
     ]
     print("\n".join(lines), flush=True)
+    evidence(ledger, dup_verdicts, clashes, undecided, happened, lost_posts)
     died = any(deaths.values())
-    return 0 if lost_posts + lost_letters == 0 and not died else 1
+    bad = lost_posts + lost_letters + len(undecided) + total_dup + len(clashes) + twice
+    return 0 if bad == 0 and not died else 1
+
+
+def evidence(
+    ledger: Ledger,
+    dup_verdicts: dict[str, list[list[Seen]]],
+    clashes: dict[str, list[tuple[Seen, Seen]]],
+    undecided: list[str],
+    happened: list[tuple[float, str]],
+    lost_posts: int,
+    most: int = 10,
+) -> None:
+    """Examples of whatever went wrong: post ids, partition/offset of each copy, the last
+    planned event before the second copy was written."""
+    out: list[str] = []
+    for pid, groups in list(dup_verdicts.items())[:most]:
+        for g in groups:
+            copies = ", ".join(
+                f"p{v.where.partition}@{v.where.offset} {v.tier}:{v.action}" for v in g
+            )
+            out.append(
+                f"  duplicate verdict {pid!r}: {copies}; "
+                f"before the 2nd: {before(happened, g[1].where.ts_ms)}"
+            )
+    per_topic: tuple[tuple[str, dict[Any, list[Copy]]], ...] = (
+        ("escalation", ledger.escalations),
+        ("review item", ledger.reviews),
+        ("label", ledger.labels),
+        ("dead letter", ledger.letters),
+    )
+    for name, records in per_topic:
+        for key, cs in list(duplicates(records).items())[:most]:
+            where = ", ".join(f"p{c.partition}@{c.offset}" for c in cs)
+            out.append(
+                f"  duplicate {name} {key!r}: {where}; "
+                f"before the 2nd: {before(happened, cs[1].ts_ms)}"
+            )
+    for pid, pairs in list(clashes.items())[:most]:
+        for e, later in pairs:
+            out.append(
+                f"  conflict {pid!r}: p{e.where.partition}@{e.where.offset} "
+                f"{e.tier}:{e.action} id={e.verdict_id or '-'} then "
+                f"p{later.where.partition}@{later.where.offset} {later.tier}:{later.action} "
+                f"id={later.verdict_id or '-'} supersedes={later.supersedes}; "
+                f"before the later: {before(happened, later.where.ts_ms)}"
+            )
+    for pid, item, at in ledger.shown_again[:most]:
+        out.append(f"  review item shown again {pid!r} (item {item}) at {at:.1f}s")
+    for pid in undecided[:most]:
+        where = ", ".join(f"p{c.partition}@{c.offset}" for c in ledger.reviews[pid])
+        out.append(f"  review item never decided {pid!r}: {where}")
+    if lost_posts:
+        lost = [pid for pid in ledger.expect_verdict if pid not in ledger.verdicts][:most]
+        out.append(f"  lost posts (first {len(lost)}): {lost}")
+    if out:
+        print("evidence:\n" + "\n".join(out), flush=True)
+    print("events: " + "; ".join(what for _, what in happened), flush=True)
 
 
 def main() -> int:
@@ -489,6 +858,14 @@ def main() -> int:
     parser.add_argument("--redis-port", type=int, default=26379)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--broker-restart", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--redis-restart",
+        choices=("save", "wipe", "kill", "none"),
+        default="save",
+        help="restart Redis once: with its data (save), empty (wipe), kill -9 of a Redis "
+        "on an append-only file (kill), or not at all",
+    )
+    parser.add_argument("--console-port", type=int, default=0, help="0: a free port")
     args = parser.parse_args()
     # The frontier (the OpenAI wire-format test server) in a process of its own, so that
     # its HTTP work does not slow the publisher and the tally.

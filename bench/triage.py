@@ -7,7 +7,9 @@ work loads the machine:
 - `aiokafka-raw`: consume, parse JSON, produce a small JSON verdict, commit per batch:
   the ceiling for a Python consumer here, and the baseline of `ratio`;
 - `faust-minimal`: a bare Faust agent (take_events, parse, send): Faust's own delivery;
-- `triage-null`: the triage worker with a constant classifier (`modpipe_posts_per_s`);
+- `triage-null`: the triage worker with a constant classifier (`modpipe_posts_per_s`),
+  exactly once (the default: a Kafka transaction per batch and input partition);
+- `triage-null-at-least-once`: the same with `delivery.guarantee: at_least_once`;
 - `triage-<backend>`: the worker with the configured classifier (`cpu_model_posts_per_s`);
 - latency: a separate process publishes at `--rate` posts/s for `--seconds`; the worker
   (its own process, configured classifier) decides them; latency is each verdict's Kafka
@@ -92,6 +94,9 @@ class Bench:
                 "topics": topics,
                 "triage": {"batch_max": self.batch, "audit_rate": 0.0},
                 "metrics": {"port": 0},
+                # Its own first-outcome keys: the variants publish the same post_ids.
+                "redis": {"key_prefix": f"bench-{self.tag}-{name}"},
+                "delivery": {"final_verdict_ttl_s": 600},
             },
         )
         return load_settings(self.config_path, deep_merge(merged, overrides))
@@ -288,6 +293,8 @@ async def steady_latency(
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "MODPIPE_APP_ID": settings.app_id,
+        "MODPIPE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "MODPIPE_DELIVERY__FINAL_VERDICT_TTL_S": "600",
         "MODPIPE_METRICS__PORT": "0",
         "MODPIPE_TRIAGE__AUDIT_RATE": "0",
         **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in t.model_dump().items()},
@@ -376,6 +383,9 @@ async def run(
     rows.append(("faust-minimal", await faust_minimal(bench.variant("minimal", topic), posts_n)))
     null = await triage_rate(bench.variant("null", topic), ConstantClassifier(), posts_n)
     rows.append(("triage-null", null))
+    at_least_once = bench.variant("null-alo", topic, delivery={"guarantee": "at_least_once"})
+    null_alo = await triage_rate(at_least_once, ConstantClassifier(), posts_n)
+    rows.append(("triage-null-at-least-once", null_alo))
     cfg = bench.variant("model", topic)
     classifier = build_classifier(cfg)
     try:
@@ -393,7 +403,11 @@ async def run(
         "batch_max": batch,
         "baseline_posts_per_s": round(raw),
         "modpipe_posts_per_s": round(null),
-        "ratio": round(null / raw, 3),
+        "ratio": round(null / raw, 3),  # the default guarantee, exactly once
+        "guarantees": {
+            "exactly_once": {"posts_per_s": round(null), "ratio": round(null / raw, 3)},
+            "at_least_once": {"posts_per_s": round(null_alo), "ratio": round(null_alo / raw, 3)},
+        },
         "cpu_model_posts_per_s": round(model),
         "latency_ms": {str(int(rate)): latency},
         "gpu_wire": {

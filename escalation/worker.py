@@ -1,10 +1,16 @@
 """`modpipe escalator`: consume escalations, decide each on the frontier tier, publish.
 
-Delivery: at least once. Up to `escalation.max_in_flight` posts are decided at once, so
-one slow call never blocks a partition; a partition's offset is committed only up to the
-first post whose verdict (or review item) is not yet acknowledged by the broker. A kill
-at any moment leaves uncommitted posts to be decided again after restart; a duplicate
-verdict carries the same post_id, and with the cache it costs nothing.
+Up to `escalation.max_in_flight` posts are decided at once, so one slow call never blocks
+a partition; a partition's offset is committed only up to its first post not yet decided.
+
+`delivery.guarantee: exactly_once` (the default): a decided post's records wait in the
+OffsetTracker until its offset is committable, then go out in one Kafka transaction per
+partition with that offset (modpipe/core/transactions.py), through a producer that fences
+the partition's earlier owners. A kill, a zombie or an outage leaves the post to be
+decided again, and its first final outcome, claimed on Redis before publishing
+(modpipe/core/final_verdicts.py), is what it gets again: the provider is not asked twice
+and a review item is never followed by a different verdict. `at_least_once`: each
+post's records are published as soon as it is decided, and its offset committed after.
 
 Not Faust: per-message commits with out-of-order completion need direct control of
 offsets, which Faust agents do not give above concurrency 1 (faust-streaming #606).
@@ -16,17 +22,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from escalation.frontier import Decided, FrontierTier
-from escalation.offsets import OffsetTracker
 from modpipe.core.errors import BudgetExhausted, InvalidRecord, ProviderError
-from modpipe.core.kafka import client_options, publish, report_lag
+from modpipe.core.final_verdicts import FinalVerdicts, Outcome
+from modpipe.core.kafka import build_producer, consumer_options, publish, report_lag
 from modpipe.core.metrics import Metrics
+from modpipe.core.offsets import OffsetTracker
 from modpipe.core.records import (
     Escalation,
     Incoming,
@@ -37,11 +44,18 @@ from modpipe.core.records import (
     Verdict,
     dead_letter,
     encode,
+    first_verdict_id,
     parse_escalation,
     readable_error,
     wire_limits,
 )
 from modpipe.core.settings import Settings
+from modpipe.core.transactions import (
+    Fenced,
+    PartitionOutput,
+    PartitionTransactions,
+    TransactionFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +68,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # Finish and commit what we hold before another worker takes it over.
         await self._worker.drain()
         self._worker.offsets.forget(set(revoked))
+        if self._worker.txns is not None:
+            await self._worker.txns.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._worker.last_input = time.monotonic()  # --idle-exit counts from here
-        self._worker.ready.set()
+        worker = self._worker
+        if worker.txns is not None and assigned:
+            # Fence the partitions' earlier owners first, then read where they committed:
+            # nothing an earlier owner still had in flight can commit after that read.
+            # Paused meanwhile, so the fetcher hands out nothing from an older position.
+            worker.pause(assigned)
+            try:
+                await worker.txns.assign(assigned)
+                await worker.seek_to_committed(assigned)
+            finally:
+                worker.resume(assigned)
+        worker.last_input = time.monotonic()  # --idle-exit counts from here
+        worker.ready.set()
 
 
 class EscalationWorker:
@@ -69,15 +96,34 @@ class EscalationWorker:
         self.metrics = metrics
         self.offsets = OffsetTracker()
         self._limits = wire_limits(settings.kafka.max_message_bytes)
+        self._final = FinalVerdicts.open(settings)
+        self.txns = (
+            PartitionTransactions(
+                settings.kafka,
+                settings.escalation.group_id,
+                settings.escalation.group_id,
+                max_request_size=self._limits.request_bytes,
+                linger_ms=2,
+            )
+            if settings.delivery.guarantee == "exactly_once"
+            else None
+        )
         self.processed = 0
         self.failure: BaseException | None = None
         self._slots = asyncio.Semaphore(settings.escalation.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._committing = asyncio.Lock()
         self.last_input = time.monotonic()
         self.ready = asyncio.Event()  # set once partitions are assigned
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producer = (
+            None
+            if self.txns is not None
+            else build_producer(
+                settings.kafka, max_request_size=self._limits.request_bytes, linger_ms=2
+            )
+        )
 
     def stop(self) -> None:
         """Graceful stop: take no new posts, finish those in flight, commit."""
@@ -93,21 +139,12 @@ class EscalationWorker:
         """Run until stopped, `max_posts` started, or `idle_exit` seconds without input."""
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            **client_options(s.kafka),
-            group_id=s.escalation.group_id,
-            enable_auto_commit=False,
+            **consumer_options(s.kafka, s.escalation.group_id),
             auto_offset_reset="earliest",
-            session_timeout_ms=int(s.kafka.session_timeout_s * 1000),
             max_poll_records=s.escalation.max_in_flight,
         )
-        self._producer = AIOKafkaProducer(
-            **client_options(s.kafka),
-            acks="all",
-            enable_idempotence=True,  # every record here carries a decision
-            linger_ms=2,
-            max_request_size=self._limits.request_bytes,  # a dead letter may be ~1.5 MB
-        )
-        await self._producer.start()
+        if self._producer is not None:
+            await self._producer.start()
         await self._consumer.start()
         self._consumer.subscribe([s.topics.escalations], listener=_Rebalance(self))
         log.info(
@@ -152,9 +189,33 @@ class EscalationWorker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._commit()
             await self._consumer.stop()
-            await self._producer.stop()
+            if self.txns is not None:
+                await self.txns.close()
+            if self._producer is not None:
+                await self._producer.stop()
+            await self._final.aclose()
         log.info("escalator stopped processed=%d", self.processed)
         return 1 if self.failure else 0
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        """Fetch nothing from `partitions` until `resume`."""
+        assert self._consumer is not None
+        self._consumer.pause(*partitions)
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        """Fetch from `partitions` again."""
+        assert self._consumer is not None
+        self._consumer.resume(*partitions)
+
+    async def seek_to_committed(self, partitions: set[TopicPartition]) -> None:
+        """Position `partitions` at their committed offsets (the beginning where none)."""
+        assert self._consumer is not None
+        for tp in partitions:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     async def drain(self) -> None:
         """Wait for every post in flight, then commit."""
@@ -179,6 +240,9 @@ class EscalationWorker:
                 raise
             except Exception as exc:  # this record alone failed: it goes to the DLQ
                 records = [self._dead_letter(record, exc)]
+            if self.txns is not None:
+                self.offsets.finished(tp, record.offset, records)  # published with its commit
+                return
             await self._publish(records)
         except asyncio.CancelledError:
             raise
@@ -192,7 +256,14 @@ class EscalationWorker:
 
     async def _outputs(self, record: ConsumerRecord[bytes, bytes]) -> list[Outgoing]:
         escalation, post = parse_escalation(record.value, self._limits.record_bytes)
-        outputs = await self._decide(record, escalation, post)
+        first = await self._final.get(post.post_id)
+        if first is None:
+            outcome = await self._decide(record, escalation, post)
+            # Another worker (or a zombie) may have claimed the post meanwhile: theirs wins.
+            first = (await self._final.claim([(post.post_id, outcome)]))[0] or outcome
+        else:
+            log.info("post decided before; publishing its first outcome post_id=%s", post.post_id)
+        outputs = self._published(escalation, post, first)
         for out in outputs:
             if len(out.value) > self._limits.record_bytes:
                 raise InvalidRecord(
@@ -211,9 +282,7 @@ class EscalationWorker:
 
     async def _decide(
         self, record: ConsumerRecord[bytes, bytes], escalation: Escalation, post: Post
-    ) -> list[Outgoing]:
-        t = self.settings.topics
-        key = post.post_id.encode()
+    ) -> Outcome:
         started = time.monotonic()
         if self.frontier is None:
             return self._review(record, escalation, post, "no_provider", "no provider configured")
@@ -230,8 +299,7 @@ class EscalationWorker:
             return self._review(record, escalation, post, "provider_failed", detail)
         finally:
             self.metrics.stage_seconds.labels("escalate").observe(time.monotonic() - started)
-        verdict = self._verdict(record, escalation, post, decided)
-        return [Outgoing(t.verdicts, key, encode(verdict))]
+        return Outcome(encode(self._verdict(record, escalation, post, decided)))
 
     def _verdict(
         self, record: ConsumerRecord[Any, Any], escalation: Escalation, post: Post, decided: Decided
@@ -250,6 +318,7 @@ class EscalationWorker:
             policy_version=escalation.policy_version,
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=escalation.cost_usd + decided.cost_usd,
+            verdict_id=first_verdict_id(post.post_id),
         )
 
     def _review(
@@ -259,8 +328,7 @@ class EscalationWorker:
         post: Post,
         reason: ReviewReason,
         detail: str,
-    ) -> list[Outgoing]:
-        t = self.settings.topics
+    ) -> Outcome:
         latency_s = max(0.0, time.time() - record.timestamp / 1000)
         verdict = Verdict(
             post_id=post.post_id,
@@ -272,25 +340,34 @@ class EscalationWorker:
             policy_version=escalation.policy_version,
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=escalation.cost_usd,
-        )
-        item = ReviewItem(
-            post=escalation.post,
-            scores=escalation.scores,
-            model=escalation.model,
-            policy_version=escalation.policy_version,
-            reason=reason,
-            detail=detail,
+            verdict_id=first_verdict_id(post.post_id),
         )
         self.metrics.stage_seconds.labels("end_to_end").observe(latency_s)
         self.metrics.decisions.labels("fallback", "review").inc()
         self.metrics.review.labels(reason).inc()
         self.metrics.posts.labels("escalator", "review").inc()
+        return Outcome(encode(verdict), reason, detail)
+
+    def _published(self, escalation: Escalation, post: Post, outcome: Outcome) -> list[Outgoing]:
+        """The records of a post's final outcome: for a review, its item, then the verdict
+        (a reviewer has the post before the platform is told)."""
+        t = self.settings.topics
         key = post.post_id.encode()
-        # The review item first: a reviewer must have the post before the platform is told.
-        return [Outgoing(t.review, key, encode(item)), Outgoing(t.verdicts, key, encode(verdict))]
+        records = [Outgoing(t.verdicts, key, outcome.verdict)]
+        if outcome.review_reason is not None:
+            item = ReviewItem(
+                post=escalation.post,
+                scores=escalation.scores,
+                model=escalation.model,
+                policy_version=escalation.policy_version,
+                reason=cast("ReviewReason", outcome.review_reason),
+                detail=outcome.review_detail,
+            )
+            records.insert(0, Outgoing(t.review, key, encode(item)))
+        return records
 
     async def _send(self, r: Outgoing) -> Any:
-        assert self._producer is not None
+        assert self._producer is not None  # at least once
         return await self._producer.send(r.topic, r.value, key=r.key)
 
     async def _publish(self, records: list[Outgoing]) -> None:
@@ -299,12 +376,38 @@ class EscalationWorker:
             await publish(self._send, [record], self.settings.kafka.publish_deadline_s)
 
     async def _commit(self) -> None:
-        # Commit only positions whose every earlier post has its output on Kafka.
+        # One commit at a time: the loop's timer and a rebalance's drain would otherwise
+        # both send the same records owed.
+        async with self._committing:
+            await self._commit_now()
+
+    async def _commit_now(self) -> None:
+        # Commit only positions whose every earlier post has its output on Kafka (exactly
+        # once: in the same transaction as the position).
         positions = self.offsets.committable()
         if not positions or self._consumer is None:
             return
+        if self.txns is None:
+            try:
+                await self._consumer.commit(positions)
+                self.offsets.mark_committed(positions)
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("commit failed (%s); will retry", exc)
+            return
+        outputs = {tp: PartitionOutput(self.offsets.owed(tp, p), p) for tp, p in positions.items()}
+        lost: set[TopicPartition] = set()
+        failed: set[TopicPartition] = set()
         try:
-            await self._consumer.commit(positions)
-            self.offsets.mark_committed(positions)
-        except (CommitFailedError, KafkaError) as exc:
-            log.warning("commit failed (%s); will retry", exc)
+            await self.txns.commit(outputs)
+        except Fenced as exc:
+            lost = exc.partitions
+        except TransactionFailed as exc:
+            lost, failed = exc.fenced, exc.failed
+            log.warning("commit failed (%s); will send again", exc)
+        if lost:
+            # Another worker owns these now and decides their posts: drop ours.
+            log.warning("dropping outputs of fenced partitions %s", sorted(lost))
+            self.offsets.forget(lost)
+        self.offsets.mark_committed(
+            {tp: p for tp, p in positions.items() if tp not in lost and tp not in failed}
+        )

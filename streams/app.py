@@ -1,16 +1,24 @@
 """The triage worker: Faust owns the consumer group; each fetch goes to triage as one batch.
 
-Delivery contract: at least once. streams/delivery.py hands every fetch from Faust's
-consumer to `_deliver` as one list (Faust's own per-message delivery costs more than the
-triage work). Up to `triage.max_batches_in_flight` batches are then between the
-classifier and the broker at once, so a remote classifier stays busy while the next batch
-is fetched and the last one is published. Two stages take them strictly in the order
-fetched: one sends a classified batch's records to the producer, the next acks the
-batch's messages once the broker has acknowledged every record it owes. Acks so stay in
-offset order without holes, and Faust's commit (every `broker_commit_interval`) never
-passes an unpublished result. If a batch fails, neither it nor any later batch is acked;
-the worker stops, and they are consumed again after a restart. A record that the
-producer had to retry may land after a later batch's records; no record is acked early.
+streams/delivery.py hands every fetch from Faust's consumer to `_deliver` as one list
+(Faust's own per-message delivery costs more than the triage work). Up to
+`triage.max_batches_in_flight` batches are then between the classifier and the broker at
+once, so a remote classifier stays busy while the next batch is fetched and the last one
+is published. Two stages take them strictly in the order fetched: one publishes a
+classified batch, the next finishes it.
+
+`delivery.guarantee: exactly_once` (the default): each batch's records and the next input
+offset of each of its partitions commit in one Kafka transaction per partition
+(modpipe/core/transactions.py), through a producer that fences every earlier owner of the
+partition; a reader at read_committed sees each batch's outputs once or not at all. A
+transaction that fails (a broker away longer than `kafka.publish_deadline_s`) is aborted
+and the same records are sent again until the broker is back: the worker never exits for
+an outage. Faust's own commits see no acks and commit nothing.
+
+`at_least_once`: the records go through Faust's idempotent producer, and the batch is
+acked (in offset order, without holes) once the broker acknowledged every record, so
+Faust's commit timer never passes an unpublished result; a crash re-decides what was
+published after the last commit.
 """
 
 from __future__ import annotations
@@ -25,15 +33,23 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 
 from classifiers import Classifier
 from modpipe.core import kafka_compat
+from modpipe.core.final_verdicts import FinalVerdicts
 from modpipe.core.kafka import publish, report_lag
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import Outgoing, wire_limits
 from modpipe.core.settings import Settings
-from streams.connection import broker_credentials, broker_urls, idempotent_producer
-from streams.delivery import Fetched, ack, install_bulk_delivery
+from modpipe.core.transactions import (
+    Fenced,
+    PartitionOutput,
+    PartitionTransactions,
+    TransactionFailed,
+)
+from streams.connection import broker_credentials, broker_urls, idempotent_producer, translated
+from streams.delivery import Fetched, ack, committed_offsets, install_bulk_delivery
 from streams.triage import BatchResult, Triage
 
 log = logging.getLogger(__name__)
@@ -62,6 +78,8 @@ def build_app(settings: Settings, datadir: Path) -> faust.App:
         broker_max_poll_records=settings.triage.batch_max,  # one fetch is at most one batch
         consumer_max_fetch_size=4 * 1024 * 1024,
         producer_linger_ms=5,
+        # A send waits no longer than the retries around it (streams/connection.py).
+        producer_request_timeout=settings.kafka.publish_deadline_s,
         # Any one record triage writes, a dead letter (up to ~1.5 MB) included.
         producer_max_request_size=wire_limits(settings.kafka.max_message_bytes).request_bytes,
         logging_config=None,
@@ -72,10 +90,11 @@ def build_app(settings: Settings, datadir: Path) -> faust.App:
 
 @dataclass(slots=True)
 class _Batch:
-    """Fetched messages on their way: classified, then sent, then acknowledged."""
+    """Fetched messages on their way: classified, then published, then finished."""
 
     fetched: Fetched
     classified: asyncio.Task[BatchResult]
+    epoch: int  # the assignment it was fetched under
     published: asyncio.Task[None] | None = None
 
 
@@ -84,7 +103,8 @@ class TriageWorker:
 
     def __init__(self, settings: Settings, classifier: Classifier, metrics: Metrics) -> None:
         self.settings = settings
-        self.triage = Triage(settings, classifier, metrics)
+        self._final = FinalVerdicts.open(settings)
+        self.triage = Triage(settings, classifier, metrics, final=self._final)
         self.metrics = metrics
         self.processed = 0
         self._max_posts: int | None = None
@@ -92,14 +112,33 @@ class TriageWorker:
         self.ready = asyncio.Event()  # set once partitions are assigned
         self._stopping = asyncio.Event()
         self._last_activity = time.monotonic()
-        # Batches between the classifier and the broker, oldest first: each waits to be sent,
-        # then to be acknowledged by the broker. The slots bound how many are in flight.
+        # Batches between the classifier and the broker, oldest first: each waits to be
+        # published, then to be finished. The slots bound how many are in flight.
         self._to_send: asyncio.Queue[_Batch] = asyncio.Queue()
         self._to_ack: asyncio.Queue[_Batch] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.triage.max_batches_in_flight)
         self._in_flight = 0
         self._drained = asyncio.Event()  # set while no batch is in flight
         self._drained.set()
+        # Exactly once: set while no take-over of partitions is under way.
+        self._taking_over = asyncio.Event()
+        self._taking_over.set()
+        # Per partition, the offset below which everything is committed: read at take-over,
+        # raised by each commit. A post below it is never decided or published again, even
+        # when a seek (Faust's own, on a rebalance) fetches it a second time.
+        self._floor: dict[TopicPartition, int] = {}
+        self._epoch = 0  # counts the partitions given up: a batch from an older epoch is stale
+        limits = wire_limits(settings.kafka.max_message_bytes)
+        self._txns = (
+            PartitionTransactions(
+                settings.kafka,
+                settings.app_id,
+                settings.app_id,
+                max_request_size=limits.request_bytes,
+            )
+            if settings.delivery.guarantee == "exactly_once"
+            else None
+        )
         self.app = build_app(settings, settings.triage.state_dir / settings.app_id)
         topic = self.app.topic(
             settings.topics.posts,
@@ -116,17 +155,41 @@ class TriageWorker:
         # --idle-exit counts from the last assignment: a restart may wait a session
         # timeout for a crashed member's partitions before any post can arrive.
         self._last_activity = time.monotonic()
+        if self._txns is not None:
+            self._taking_over.clear()
+            try:
+                assignment = self.app.consumer.assignment()
+                assigned = {TopicPartition(tp.topic, tp.partition) for tp in assignment}
+                # Fence the partitions' earlier owners first (this waits for a transaction
+                # they were committing), then read where they committed: nothing of theirs
+                # can commit after that read.
+                await self._txns.assign(assigned)
+                await self.app.consumer.perform_seek()
+                self._floor = {
+                    TopicPartition(tp.topic, tp.partition): offset
+                    for tp, offset in committed_offsets(self.app).items()
+                    if offset is not None
+                }
+            finally:
+                self._taking_over.set()
         self.ready.set()
 
     async def _on_revoked(self, sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-        # Finish and commit the batches in flight before the partitions move, so their next
-        # owner starts after them instead of deciding them again. Bounded: the rebalance
-        # must complete within the session timeout.
+        # Finish the batches in flight before the partitions move, so their next owner
+        # starts after them instead of deciding them again. Bounded: the rebalance must
+        # complete within the session timeout.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self._drained.wait(), timeout=self.settings.kafka.session_timeout_s / 3
             )
-        await self.app.consumer.commit()
+        if self._txns is not None:
+            # Batches still in flight now were fetched for an assignment that ends here:
+            # even if the same partitions come back, they are read again from the
+            # committed offsets, so these must never commit.
+            self._epoch += 1
+            await self._txns.revoke(self._txns.owned())
+        else:
+            await self.app.consumer.commit()
 
     def stop(self) -> None:
         """Ask for a graceful stop: finish the batches in flight, publish, commit."""
@@ -135,44 +198,113 @@ class TriageWorker:
     async def _deliver(self, fetched: Fetched) -> None:
         # Called by the fetch loop with each fetch (at most `batch_max` posts: the poll
         # size): it fetches again once this returns, so waiting for a slot is back-pressure.
+        if self._txns is not None:
+            # A fetch made before the take-over above may hold posts its earlier owner
+            # committed meanwhile: they are not ours to decide again.
+            await self._taking_over.wait()
+            fetched = _from(fetched, self._floor)
+            if not fetched.posts:
+                return
         await self._slots.acquire()
         if self._stopping.is_set():
-            # Never acked, so consumed again after a restart; parked until the app stops
-            # the fetcher.
+            # Never published, so consumed again after a restart; parked until the app
+            # stops the fetcher.
             self._slots.release()
             await asyncio.Event().wait()
         self._in_flight += 1
         self._drained.clear()
         classified = asyncio.create_task(self.triage.process(fetched.posts))
-        self._to_send.put_nowait(_Batch(fetched, classified))
+        self._to_send.put_nowait(_Batch(fetched, classified, self._epoch))
 
     async def _send_in_order(self) -> None:
-        """Send each batch's records once it is classified, strictly in the order fetched.
+        """Publish each batch once it is classified, strictly in the order fetched.
 
-        The next batch is sent as soon as this one's records are with the producer, so
-        waiting for the broker's acknowledgements overlaps with it.
+        At least once, the next batch is sent as soon as this one's records are with the
+        producer, so waiting for the broker's acknowledgements overlaps with it. Exactly
+        once, batches commit one after the other; the batches already classified when a
+        commit begins share its transactions (fewer coordinator round trips under load).
         """
-        deadline_s = self.settings.kafka.publish_deadline_s
+        carry: _Batch | None = None
         while True:
-            batch = await self._to_send.get()
-            records = (await batch.classified).records
-            handed = asyncio.Event()
-            batch.published = asyncio.create_task(
-                publish(self._sender(len(records), handed), records, deadline_s)
+            batch = carry or await self._to_send.get()
+            carry = None
+            result = await batch.classified
+            if self._txns is None:
+                await self._hand_over(batch, result.records)
+                self._to_ack.put_nowait(batch)
+                continue
+            ready = [(batch, result)]
+            while not self._to_send.empty():
+                carry = self._to_send.get_nowait()
+                if not carry.classified.done():
+                    break
+                ready.append((carry, carry.classified.result()))
+                carry = None
+            await self._commit(ready)
+            for done, _ in ready:
+                done.published = asyncio.create_task(asyncio.sleep(0))
+                self._to_ack.put_nowait(done)
+
+    async def _commit(self, ready: list[tuple[_Batch, BatchResult]]) -> None:
+        """Commit the batches' transactions; during an outage, again until the broker is back."""
+        assert self._txns is not None
+        delay = 0.2
+        fenced: set[TopicPartition] = set()
+        while True:
+            # A batch fetched before its partitions were revoked never commits.
+            current = [(b, r) for b, r in ready if b.epoch == self._epoch]
+            if len(current) < len(ready):
+                log.info(
+                    "dropping %d batches fetched before a revocation", len(ready) - len(current)
+                )
+            outputs = _per_partition(current, self._floor)
+            for tp in fenced:
+                outputs.pop(tp, None)
+            if not outputs:
+                return
+            failed: set[TopicPartition] = set()
+            try:
+                await self._txns.commit(outputs)
+            except Fenced as exc:
+                fenced |= exc.partitions
+            except TransactionFailed as exc:
+                log.warning("batch not committed (%s); sending it again in %.1fs", exc, delay)
+                fenced |= exc.fenced
+                failed = exc.failed
+            if fenced:
+                # Another worker owns these now and decides their posts: drop ours.
+                log.warning("dropping a batch's outputs for fenced partitions %s", fenced)
+            self._floor.update(
+                (tp, o.next_offset)
+                for tp, o in outputs.items()
+                if tp not in fenced and tp not in failed
             )
-            if records:
-                waiting = asyncio.create_task(handed.wait())
-                await asyncio.wait({waiting, batch.published}, return_when="FIRST_COMPLETED")
-                waiting.cancel()
-            self._to_ack.put_nowait(batch)
+            if not failed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _hand_over(self, batch: _Batch, records: list[Outgoing]) -> None:
+        handed = asyncio.Event()
+        batch.published = asyncio.create_task(
+            publish(
+                self._sender(len(records), handed), records, self.settings.kafka.publish_deadline_s
+            )
+        )
+        if records:
+            waiting = asyncio.create_task(handed.wait())
+            await asyncio.wait({waiting, batch.published}, return_when="FIRST_COMPLETED")
+            waiting.cancel()
 
     async def _ack_in_order(self) -> None:
-        """Ack each batch once the broker has acknowledged all its records, in the order
-        fetched: acks without holes, so Faust's commit never passes an unpublished result."""
+        """Finish each batch once it is published, in the order fetched. At least once, the
+        ack lets Faust commit it: acks without holes, so Faust's commit never passes an
+        unpublished result."""
         while True:
             batch = await self._to_ack.get()
             await cast("asyncio.Task[None]", batch.published)
-            ack(self.app, batch.fetched)
+            if self._txns is None:
+                ack(self.app, batch.fetched)
             self._slots.release()
             self._in_flight -= 1
             if not self._in_flight:
@@ -183,7 +315,7 @@ class TriageWorker:
                 self._stopping.set()
 
     async def _stage(self, stage: Callable[[], Awaitable[None]]) -> None:
-        # A batch that fails stops the worker: neither it nor any later batch is acked.
+        # A batch that fails stops the worker: neither it nor any later batch is committed.
         try:
             await stage()
         except asyncio.CancelledError:
@@ -209,7 +341,8 @@ class TriageWorker:
         return send
 
     async def _send(self, r: Outgoing) -> Any:
-        return await self.app.producer.send(r.topic, r.key, r.value, None, r.timestamp_s, None)
+        with translated():
+            return await self.app.producer.send(r.topic, r.key, r.value, None, r.timestamp_s, None)
 
     async def run(
         self,
@@ -235,9 +368,10 @@ class TriageWorker:
             )
         )
         log.info(
-            "triage worker started app_id=%s topic=%s",
+            "triage worker started app_id=%s topic=%s guarantee=%s",
             self.settings.app_id,
             self.settings.topics.posts,
+            self.settings.delivery.guarantee,
         )
         try:
             while not self._stopping.is_set():
@@ -258,20 +392,24 @@ class TriageWorker:
                 )
             drained.cancel()
             await self._abandon(stages)
-            # Faust skips a commit while another is in flight (it only waits for that one),
-            # so the commit on stop can miss the last batch. With nothing left to ack, a
-            # second commit after the first cannot be skipped and includes every ack.
-            for _ in range(2):
-                await self.app.consumer.commit()
+            if self._txns is None:
+                # Faust skips a commit while another is in flight (it only waits for that
+                # one), so the commit on stop can miss the last batch. With nothing left to
+                # ack, a second commit after the first cannot be skipped.
+                for _ in range(2):
+                    await self.app.consumer.commit()
         finally:
             lag.cancel()
             await self._abandon(stages)
+            if self._txns is not None:
+                await self._txns.close()
             await self.app.stop()
+            await self._final.aclose()
         log.info("triage worker stopped processed=%d", self.processed)
         return 1 if self.failure else 0
 
     async def _abandon(self, stages: set[asyncio.Task[None]]) -> None:
-        """Stop sending and acking; batches still in flight are never acked."""
+        """Stop publishing and finishing; batches still in flight are never committed."""
         tasks: list[asyncio.Future[Any]] = list(stages)
         for queue in (self._to_send, self._to_ack):
             while not queue.empty():
@@ -280,3 +418,46 @@ class TriageWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _from(fetched: Fetched, floor: dict[TopicPartition, int]) -> Fetched:
+    """`fetched` less the messages below each partition's committed offset in `floor`."""
+    below = {
+        tp: floor[key]
+        for tp, offsets in fetched.offsets.items()
+        if offsets
+        and (key := TopicPartition(tp.topic, tp.partition)) in floor
+        and offsets[0] < floor[key]
+    }
+    if not below:
+        return fetched
+    posts = [
+        m for m in fetched.posts if m.offset >= below.get(TopicPartition(m.topic, m.partition), -1)
+    ]
+    log.info(
+        "skipped %d posts committed by a partition's earlier owner", len(fetched.posts) - len(posts)
+    )
+    offsets = {tp: [o for o in os if o >= below.get(tp, -1)] for tp, os in fetched.offsets.items()}
+    return Fetched(posts, offsets)
+
+
+def _per_partition(
+    batches: list[tuple[_Batch, BatchResult]], floor: dict[TopicPartition, int]
+) -> dict[TopicPartition, PartitionOutput]:
+    """The batches' records grouped by the input partition of the message that owes them,
+    in fetch order, each with the offset after that partition's last message; messages
+    below a partition's `floor` (committed already) are left out, and so are partitions
+    with nothing left."""
+    records: dict[TopicPartition, list[Outgoing]] = {}
+    ends: dict[TopicPartition, int] = {}
+    for batch, result in batches:
+        for owed in result.owed:
+            msg = owed.msg
+            tp = TopicPartition(msg.topic, msg.partition)
+            if msg.offset >= floor.get(tp, 0):
+                records.setdefault(tp, []).extend(result.records[owed.start : owed.end])
+        for ftp, offsets in batch.fetched.offsets.items():
+            tp = TopicPartition(ftp.topic, ftp.partition)
+            if offsets and offsets[-1] >= floor.get(tp, 0):
+                ends[tp] = max(ends.get(tp, 0), offsets[-1] + 1)
+    return {tp: PartitionOutput(records.get(tp, []), end) for tp, end in ends.items()}

@@ -1,12 +1,16 @@
 """How the Faust app reaches Kafka: the broker URLs, the credentials, and a producer
-with idempotence, from the same settings `modpipe.core.kafka.client_options` reads."""
+with idempotence, from the same settings `modpipe.core.kafka.client_options` reads; and
+the one place Faust's producer errors are translated."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers.aiokafka import Producer
 from faust.types import ProducerT
 from faust.types.auth import CredentialsT
@@ -48,3 +52,15 @@ class IdempotentProducer(Producer):  # type: ignore[misc]
 def idempotent_producer(app: faust.App) -> ProducerT:
     """A producer for `app` to use instead of its default one (set before start)."""
     return IdempotentProducer(app.producer_transport, loop=app.loop, beacon=app.beacon)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Faust's producer raises ProducerSendError for aiokafka's KafkaError: unwrap it, so
+    the one retry path (`modpipe.core.kafka.publish`) sees the error it retries."""
+    try:
+        yield
+    except ProducerSendError as exc:
+        if isinstance(exc.__cause__, KafkaError):
+            raise exc.__cause__ from None
+        raise KafkaError(str(exc)) from exc

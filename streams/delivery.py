@@ -141,6 +141,11 @@ def ack(app: faust.App, fetched: Fetched) -> None:
         notify(consumer._waiting_for_ack)
 
 
+def committed_offsets(app: faust.App) -> dict[TP, int | None]:
+    """Faust's record of each partition's committed offset, as its last seek read them."""
+    return dict(app.consumer._committed_offset)  # type: ignore[attr-defined]
+
+
 async def _drain(app: faust.App, consumer: Any, fetcher: Any, handler: Handler) -> None:
     # Faust's own loop (faust/transport/consumer.py, _drain_messages) less the per-message
     # callback: the same stop checks, read-offset filter, gap bookkeeping and

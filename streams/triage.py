@@ -3,12 +3,18 @@
 The Faust agent (streams/app.py) only orchestrates: it hands a batch of raw messages here
 and publishes what comes back. Keeping this free of Faust makes it testable with plain
 values and reusable by the benchmark.
+
+Every choice here is a function of the post, so a redelivered post is decided the same way:
+the audit sample is drawn from a hash of the post_id, not at random. And the first final
+outcome recorded for a post (modpipe/core/final_verdicts.py) wins: a post that already
+has one gets those bytes again instead of a new decision or an escalation.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 from classifiers import Classification, Classifier
 from modpipe.core.cost import CostModel
 from modpipe.core.errors import ClassifierError, InvalidRecord
+from modpipe.core.final_verdicts import FinalVerdicts, Outcome
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import (
     Action,
@@ -30,6 +37,7 @@ from modpipe.core.records import (
     dead_letter,
     encode,
     encode_verdict,
+    first_verdict_id,
     now_rfc3339,
     parse_post,
     wire_limits,
@@ -41,10 +49,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class Owed:
+    """What one consumed message owes: `BatchResult.records[start:end]`; for a valid post,
+    the post and the final outcome those records publish (None when it escalates)."""
+
+    msg: Incoming
+    start: int
+    end: int
+    post: Post | None = None
+    outcome: Outcome | None = None
+
+
+@dataclass(slots=True)
 class BatchResult:
-    """The records a batch owes, and how many posts went each way."""
+    """The records a batch owes, per message and in all, and how many posts went each way."""
 
     records: list[Outgoing] = field(default_factory=list)
+    owed: list[Owed] = field(default_factory=list)
     verdicts: int = 0
     escalated: int = 0
     review: int = 0
@@ -65,7 +86,7 @@ class Triage:
         settings: Settings,
         classifier: Classifier,
         metrics: Metrics,
-        rng: random.Random | None = None,
+        final: FinalVerdicts | None = None,
     ) -> None:
         self._settings = settings
         self._topics = settings.topics
@@ -84,7 +105,8 @@ class Triage:
         self._tokens = metrics.tokens.labels("small")
         self._spent = metrics.cost.labels("small")
         self._cost = CostModel(settings.prices)
-        self._rng = rng or random.Random()
+        self._final = final
+        self._audit_below = int(settings.triage.audit_rate * 2**64)
         self._limits = wire_limits(settings.kafka.max_message_bytes)
         self._now = 0.0  # the batch's decision time: one clock read per batch
         self._decided_at = ""
@@ -97,7 +119,9 @@ class Triage:
             try:
                 posts.append((msg, parse_post(msg.value, self._settings.kafka.max_message_bytes)))
             except Exception as exc:  # one record's failure, whatever it is, is its own
+                start = len(result.records)
                 self._dead_letter(result, msg, exc)
+                result.owed.append(Owed(msg, start, len(result.records)))
         if posts:
             self._metrics.batch_size.observe(len(posts))
             started = time.perf_counter()
@@ -105,20 +129,68 @@ class Triage:
             self._metrics.stage_seconds.labels("classify").observe(time.perf_counter() - started)
             self._now = time.time()
             self._decided_at = now_rfc3339()  # one decision time per batch
-            for (msg, post), outcome in zip(posts, scored, strict=True):
+            for (msg, post), scores in zip(posts, scored, strict=True):
                 mark = (len(result.records), result.verdicts, result.escalated, result.review)
+                owed = Owed(msg, mark[0], mark[0], post)
                 try:
-                    if isinstance(outcome, ClassifierError):
-                        self._classifier_failed(result, msg, post, outcome)
+                    if isinstance(scores, ClassifierError):
+                        owed.outcome = self._classifier_failed(result, msg, post, scores)
                     else:
-                        self._decide(result, msg, post, outcome)
+                        owed.outcome = self._decide(result, msg, post, scores)
                     self._check_sizes(result, mark[0])
                 except Exception as exc:  # e.g. an unusable score: this post alone fails
                     del result.records[mark[0] :]
                     _, result.verdicts, result.escalated, result.review = mark
                     self._dead_letter(result, msg, exc)
+                    owed = Owed(msg, mark[0], mark[0])
+                owed.end = len(result.records)
+                result.owed.append(owed)
+            if self._final is not None:
+                await self._keep_first_outcomes(result)
         self._count(result)
         return result
+
+    async def _keep_first_outcomes(self, result: BatchResult) -> None:
+        """Claim each post's outcome; a post decided before gets its first outcome again."""
+        assert self._final is not None
+        posts = [o for o in result.owed if o.post is not None]
+        # An escalation only reads: it is not final, but a post decided before needs none.
+        found = await self._final.claim(
+            [(o.post.post_id, o.outcome) for o in posts if o.post is not None]
+        )
+        if not any(found):
+            return
+        again = {id(o): first for o, first in zip(posts, found, strict=True) if first is not None}
+        records: list[Outgoing] = []
+        for o in result.owed:
+            start = len(records)
+            first = again.get(id(o))
+            if first is None or o.post is None:
+                records += result.records[o.start : o.end]
+            else:
+                records += self._republished(o.post, first)
+                o.outcome = first
+            o.start, o.end = start, len(records)
+        result.records = records
+
+    def _republished(self, post: Post, first: Outcome) -> list[Outgoing]:
+        """The records of a recorded outcome: its review item rebuilt, its verdict as it was."""
+        key = post.post_id.encode()
+        out = []
+        if first.review_reason is not None:
+            verdict = Verdict.model_validate(json.loads(first.verdict))
+            item = ReviewItem(
+                post=post.wire(),
+                scores=verdict.scores,
+                model=verdict.model,
+                policy_version=verdict.policy_version,
+                reason=first.review_reason,  # type: ignore[arg-type]
+                detail=first.review_detail,
+                proposed=verdict if first.review_reason == "audit" else None,
+            )
+            out.append(Outgoing(self._topics.review, key, encode(item)))
+        out.append(Outgoing(self._topics.verdicts, key, first.verdict))
+        return out
 
     def _count(self, result: BatchResult) -> None:
         """The batch's metric updates, one per series."""
@@ -146,7 +218,9 @@ class Triage:
             log.warning("classifier failed for a batch of %d: %s", len(texts), exc)
             return [exc] * len(texts)
 
-    def _decide(self, result: BatchResult, msg: Incoming, post: Post, c: Classification) -> None:
+    def _decide(
+        self, result: BatchResult, msg: Incoming, post: Post, c: Classification
+    ) -> Outcome | None:
         decision = route(c.scores, self._settings.routing)
         tier_cost = (
             self._cost.cpu_usd(1)
@@ -169,9 +243,10 @@ class Triage:
                 Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            return
+            return None
         action = decision.route
         latency_s = max(0.0, self._now - msg.timestamp_s)
+        digest = hashlib.sha256(b"verdict\0" + key).digest()  # first_verdict_id, and the audit draw
         value = encode_verdict(
             post_id=post.post_id,
             action=action,
@@ -183,18 +258,24 @@ class Triage:
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=tier_cost,
             decided_at=self._decided_at,
+            verdict_id=digest[:16].hex(),
         )
-        result.records.append(Outgoing(self._topics.verdicts, key, value))
         result.latencies_s.append(latency_s)
         result.verdicts += 1
         result.decided["small", action] = result.decided.get(("small", action), 0) + 1
-        if self._rng.random() < self._settings.triage.audit_rate:
-            verdict = self._verdict(msg, post, action, decision.categories, c.scores, tier_cost)
-            self._review(result, post, c.scores, "audit", "random audit sample", verdict)
+        # Drawn from the post_id's hash: a redelivered post is audited (or not) again.
+        if int.from_bytes(digest[24:32]) < self._audit_below:
+            verdict = Verdict.model_validate_json(value)
+            detail = "audit sample (hash of post_id)"
+            self._review(result, post, c.scores, "audit", detail, verdict)
+            result.records.append(Outgoing(self._topics.verdicts, key, value))
+            return Outcome(value, "audit", detail)
+        result.records.append(Outgoing(self._topics.verdicts, key, value))
+        return Outcome(value)
 
     def _classifier_failed(
         self, result: BatchResult, msg: Incoming, post: Post, exc: ClassifierError
-    ) -> None:
+    ) -> Outcome | None:
         # Never publish a guess: the post goes on to a tier that can decide it.
         key = post.post_id.encode()
         if self._settings.triage.on_classifier_failure == "escalate":
@@ -209,13 +290,16 @@ class Triage:
                 Outgoing(self._topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            return
+            return None
+        # The review item first: a reviewer has the post before the platform is told.
         self._review(result, post, {}, "classifier_failed", str(exc), None)
         verdict = self._verdict(msg, post, "review", [], {}, 0.0, tier="fallback")
-        result.records.append(Outgoing(self._topics.verdicts, key, encode(verdict)))
+        value = encode(verdict)
+        result.records.append(Outgoing(self._topics.verdicts, key, value))
         result.latencies_s.append(verdict.latency_ms / 1000)
         result.verdicts += 1
         result.decided["fallback", "review"] = result.decided.get(("fallback", "review"), 0) + 1
+        return Outcome(value, "classifier_failed", str(exc))
 
     def _verdict(
         self,
@@ -239,6 +323,7 @@ class Triage:
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=cost_usd,
             decided_at=self._decided_at,
+            verdict_id=first_verdict_id(post.post_id),
         )
 
     def _review(

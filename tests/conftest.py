@@ -37,6 +37,7 @@ def make_settings() -> MakeSettings:
             },
             "escalation": {"group_id": f"test-escalator-{tag}"},
             "redis": {"key_prefix": f"test-{tag}"},
+            "delivery": {"final_verdict_ttl_s": 3600},  # the shared Redis forgets tests' posts
             "metrics": {"port": 0, "escalator_port": 0},
             "triage": {"audit_rate": 0.0},
         }

@@ -55,9 +55,9 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(f"{args.posts} posts, 4 partitions, batch_max={args.batch}")
-    print(f"{'run':<16} {'posts/s':>10} {'vs raw':>8}")
+    print(f"{'run':<26} {'posts/s':>10} {'vs raw':>8}")
     for name, rate in rows:
-        print(f"{name:<16} {rate:>10,.0f} {rate / rows[0][1]:>7.2f}x")
+        print(f"{name:<26} {rate:>10,.0f} {rate / rows[0][1]:>7.2f}x")
     gpu = report["gpu_wire"]
     print(
         f"gpu-wire: {gpu['modpipe_posts_per_s']:,} of {gpu['capacity_posts_per_s']:,.0f} posts/s "

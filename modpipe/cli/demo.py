@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from modpipe.cli.produce import publish
-from modpipe.core.kafka import client_options, ensure_pipeline_topics, topic_partitions
+from modpipe.core.kafka import consumer_options, ensure_pipeline_topics, topic_partitions
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,8 @@ class Collector:
         self._marker = marker
         self._kafka = settings.kafka
         self._settings = settings
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings.kafka), enable_auto_commit=False, group_id=None
-        )
+        # Only committed transactions: what a platform's verdict consumer would see.
+        self._consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
         self.outcomes = Outcomes()
         self._task: asyncio.Task[None] | None = None
 

@@ -14,9 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from aiokafka import AIOKafkaProducer
-
-from modpipe.core.kafka import client_options, ensure_pipeline_topics
+from modpipe.core.kafka import build_producer, ensure_pipeline_topics
 from modpipe.core.settings import KafkaSettings, Settings
 
 
@@ -40,9 +38,7 @@ def read_lines(source: IO[bytes]) -> Iterator[bytes]:
 
 async def publish(kafka: KafkaSettings, topic: str, values: Iterable[bytes]) -> int:
     """Publish `values` to `topic` keyed by post_id; returns how many the broker acknowledged."""
-    producer = AIOKafkaProducer(
-        **client_options(kafka), linger_ms=10, acks="all", max_request_size=4 * 1024 * 1024
-    )
+    producer = build_producer(kafka, max_request_size=4 * 1024 * 1024, linger_ms=10)
     await producer.start()
     try:
         count = 0

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -33,6 +33,7 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Gauge
 
 from modpipe.core import kafka_compat
@@ -76,6 +77,45 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
+
+
+def producer_options(
+    kafka: KafkaSettings, *, max_request_size: int, linger_ms: int = 5
+) -> dict[str, Any]:
+    """What every producer modpipe opens shares beyond `client_options`: each record is a
+    decision, so acks from every in-sync replica and idempotence (a retried send is never
+    written twice), and a request timeout bound to `kafka.publish_deadline_s`, so no send
+    waits longer than the retries around it allow."""
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": linger_ms,
+        "max_request_size": max_request_size,
+        "request_timeout_ms": int(kafka.publish_deadline_s * 1000),
+    }
+
+
+def build_producer(
+    kafka: KafkaSettings, *, max_request_size: int, linger_ms: int = 5
+) -> AIOKafkaProducer:
+    """The one way modpipe opens a (non-transactional) aiokafka producer."""
+    return AIOKafkaProducer(
+        **client_options(kafka),
+        **producer_options(kafka, max_request_size=max_request_size, linger_ms=linger_ms),
+    )
+
+
+def consumer_options(kafka: KafkaSettings, group_id: str | None) -> dict[str, Any]:
+    """What every consumer of modpipe's own topics shares beyond `client_options`: only
+    committed transactions are read (an aborted batch's records never are), and offsets
+    are committed by the code that owes them, never automatically."""
+    return {
+        **client_options(kafka),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "session_timeout_ms": int(kafka.session_timeout_s * 1000),
+    }
 
 
 def describe_failure(kafka: KafkaSettings, exc: BaseException) -> str:
@@ -305,6 +345,31 @@ async def ensure_pipeline_topics(settings: Settings) -> None:
         t.dlq: {"max.message.bytes": str(limits.dlq_topic_bytes)},
     }
     await ensure_topics(settings.kafka, names, settings.kafka.partitions, configs)
+
+
+async def holds(kafka: KafkaSettings, topic: str, key: bytes, needle: bytes, since_ms: int) -> bool:
+    """Whether `topic` holds a committed record keyed `key` whose value contains `needle`,
+    written at or after `since_ms`: a scan of the one partition the default partitioner
+    gives `key`, from that time to its end. For rare checks (a decision whose publication
+    is in doubt after a crash), not for a hot path."""
+    partitions = sorted(tp.partition for tp in await topic_partitions(kafka, [topic]))
+    tp = TopicPartition(topic, DefaultPartitioner()(key, partitions, partitions))
+    consumer = AIOKafkaConsumer(**consumer_options(kafka, None))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        start = (await consumer.offsets_for_times({tp: since_ms}))[tp]
+        if start is None:
+            return False  # nothing written since
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, start.offset)
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                if record.key == key and record.value is not None and needle in record.value:
+                    return True
+        return False
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(kafka: KafkaSettings, names: Iterable[str]) -> list[TopicPartition]:

@@ -173,8 +173,19 @@ class Post(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+def first_verdict_id(post_id: str) -> str:
+    """The `verdict_id` of a post's first final verdict, whichever tier decides it: anyone
+    can name the verdict a human decision replaces from the post_id alone."""
+    return hashlib.sha256(b"verdict\0" + post_id.encode()).hexdigest()[:32]
+
+
 class Verdict(BaseModel):
-    """The one final decision on a post, on `moderation.verdicts`."""
+    """A decision on a post, on `moderation.verdicts`.
+
+    Each post has exactly one first final verdict (`verdict_id` = first_verdict_id(post_id)).
+    A later verdict (a human decision after `review`, an appeal's outcome) has its own id
+    and names the one it replaces in `supersedes`.
+    """
 
     post_id: str
     action: Action
@@ -186,26 +197,18 @@ class Verdict(BaseModel):
     latency_ms: float
     cost_usd: float  # this post's share over every tier it went through
     decided_at: str = Field(default_factory=now_rfc3339)
+    verdict_id: str = ""  # first_verdict_id(post_id) for the first final verdict
     reviewer: str | None = None  # tier `human` only: who decided
-    verdict_id: str = ""  # a post's first final verdict: first_verdict_id(post_id)
-    supersedes: str | None = None  # the verdict_id this one replaces (review, appeal)
+    supersedes: str | None = None  # the verdict_id this one replaces
 
     @model_serializer(mode="wrap")
-    def _without_absent_reviewer(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Machine verdicts keep their exact wire shape: no `reviewer: null`.
         data: dict[str, Any] = handler(self)
-        if data.get("reviewer") is None:
-            data.pop("reviewer", None)
-        if not data.get("verdict_id"):
-            data.pop("verdict_id", None)
-        if data.get("supersedes") is None:
-            data.pop("supersedes", None)
+        for name in ("reviewer", "supersedes"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
-
-
-def first_verdict_id(post_id: str) -> str:
-    """The verdict_id of a post's first final verdict (stable: derived from the post id)."""
-    return hashlib.sha256(b"verdict\0" + post_id.encode()).hexdigest()[:32]
 
 
 class Escalation(BaseModel):
@@ -395,6 +398,7 @@ def encode_verdict(
     latency_ms: float,
     cost_usd: float,
     decided_at: str,
+    verdict_id: str,
 ) -> bytes:
     """A machine verdict's wire value without building a Verdict: tier 1 writes one per post.
 
@@ -413,5 +417,6 @@ def encode_verdict(
             "latency_ms": latency_ms,
             "cost_usd": cost_usd,
             "decided_at": decided_at,
+            "verdict_id": verdict_id,
         }
     )

@@ -104,6 +104,15 @@ class KafkaSettings(Section):
         return self
 
 
+class DeliverySettings(Section):
+    """How each worker's outputs and input offsets reach Kafka (docs: exactly-once)."""
+
+    guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # The first final verdict per post_id is kept on the state Redis this long (at least the
+    # input topics' retention), so a redelivered post gets those bytes again.
+    final_verdict_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+
+
 class TopicSettings(Section):
     posts: str = "posts"
     verdicts: str = "moderation.verdicts"
@@ -414,6 +423,7 @@ class Settings(BaseSettings):
     policy_file: Path = Path("policy.yaml")
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
+    delivery: DeliverySettings = DeliverySettings()
     triage: TriageSettings = TriageSettings()
     routing: RoutingSettings = RoutingSettings()
     classifier: ClassifierSettings = ClassifierSettings()

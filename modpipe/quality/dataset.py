@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from escalation.cache import normalize
 from modpipe.core.decoding import load_object
 from modpipe.core.errors import InvalidRecord, StackError
-from modpipe.core.kafka import access, client_options, topic_partitions
+from modpipe.core.kafka import access, consumer_options, topic_partitions
 from modpipe.core.records import MAX_DEPTH
 from modpipe.core.settings import KafkaSettings, Settings
 
@@ -80,7 +80,7 @@ async def read_topics(
     that are not JSON objects are skipped (the workers already dead-lettered them)."""
     names = list(names)
     out: dict[str, list[tuple[float, dict[str, Any]]]] = {n: [] for n in names}
-    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**consumer_options(kafka, None))  # committed transactions only
     try:
         async with access(kafka):
             parts = await topic_partitions(kafka, names)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from classifiers import build_classifier
@@ -36,14 +35,15 @@ from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
 from modpipe.core.errors import ConfigError, ModpipeError, StackError
 from modpipe.core.kafka import (
-    client_options,
+    build_producer,
+    consumer_options,
     ensure_pipeline_topics,
     ensure_topics,
     publish,
     topic_partitions,
 )
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Label, Outgoing, encode
+from modpipe.core.records import Label, Outgoing, encode, wire_limits
 from modpipe.core.settings import RoutingSettings, Settings, load_settings
 from modpipe.quality.bands import band_table, best_for_error, evaluate, score
 from modpipe.quality.dataset import (
@@ -124,7 +124,10 @@ def round_settings(
 
 
 async def publish_records(settings: Settings, records: list[Outgoing]) -> None:
-    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    producer = build_producer(
+        settings.kafka,
+        max_request_size=wire_limits(settings.kafka.max_message_bytes).request_bytes,
+    )
     try:
         await producer.start()
 
@@ -139,16 +142,23 @@ async def publish_records(settings: Settings, records: list[Outgoing]) -> None:
 
 
 async def _count(settings: Settings, topic: str) -> int:
+    """The committed records in `topic` now (not its end offsets: transactions put their
+    commit markers between the records)."""
     from aiokafka import AIOKafkaConsumer
 
     parts = await topic_partitions(settings.kafka, [topic])
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=None)
+    consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
     await consumer.start()
     try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
+        count = 0
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            count += sum(len(r) for r in (await consumer.getmany(timeout_ms=500)).values())
+        return count
     finally:
         await consumer.stop()
-    return sum(ends.values())
 
 
 async def run_pipeline(settings: Settings, posts: list[tuple[str, str]], timeout_s: float) -> None:

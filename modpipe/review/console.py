@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from modpipe.compliance.consuming import ensure_compliance_topics
 from modpipe.compliance.ledger import Ledger
 from modpipe.core.errors import ReviewStoreUnavailable
-from modpipe.core.kafka import client_options, ensure_pipeline_topics
+from modpipe.core.kafka import build_producer, ensure_pipeline_topics
 from modpipe.core.metrics import Metrics
+from modpipe.core.records import wire_limits
 from modpipe.core.redis_client import connect_redis
 from modpipe.core.settings import Settings
+from modpipe.core.transactions import TransactionalPublisher
 from modpipe.review.accounts import Accounts
 from modpipe.review.appeals import AppealIntake
 from modpipe.review.desk import Desk
@@ -44,9 +46,22 @@ class Console:
             connect(settings.redis, settings.review.redis_url), settings.redis.key_prefix
         )
         self.accounts = Accounts(self.store, settings.review)
-        self._producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2)
-        self.desk = Desk(settings, self.store, self._producer, metrics)
-        self.feeder = Feeder(settings, self.store, self.desk.send, metrics)
+        request_bytes = wire_limits(settings.kafka.max_message_bytes).request_bytes
+        self._producer = build_producer(settings.kafka, max_request_size=request_bytes, linger_ms=2)
+        # Each process its own transactional id: decisions are made once (the store's
+        # scripts), so there is no zombie to fence, only a verdict and label to keep
+        # together; the feeder's dead letters go out through it too.
+        self._decisions = (
+            TransactionalPublisher(
+                settings.kafka,
+                f"{settings.review.group_id}.decisions.{uuid.uuid4().hex[:12]}",
+                max_request_size=request_bytes,
+            )
+            if settings.delivery.guarantee == "exactly_once"
+            else None
+        )
+        self.desk = Desk(settings, self.store, self._producer, metrics, self._decisions)
+        self.feeder = Feeder(settings, self.store, self.desk.send, metrics, self._decisions)
         self.ledger = Ledger(  # appeals: the posts' verdict histories (docs/compliance.md)
             connect_redis(settings.redis, timeout_s=max(settings.redis.timeout_s, 2.0)),
             settings.redis.key_prefix,
@@ -98,5 +113,7 @@ class Console:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("%s failed", task.get_name(), exc_info=task.exception())
         await self._producer.stop()
+        if self._decisions is not None:
+            await self._decisions.stop()
         await self.store.aclose()
         await self.ledger.aclose()

@@ -16,16 +16,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from modpipe.core.kafka import publish
+from modpipe.core.kafka import holds, publish
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import Label, Outgoing, Verdict, encode, first_verdict_id
 from modpipe.core.settings import Settings
 from modpipe.core.stats import clopper_pearson_interval
+from modpipe.core.transactions import TransactionalPublisher, TransactionFailed
 from modpipe.review.accounts import Session
 from modpipe.review.appeals import appeal_decision, appeal_problem
 from modpipe.review.store import REASONS, Lease, ReviewStore
@@ -72,12 +74,18 @@ class Desk:
     """Claims, skips and decisions for signed-in reviewers, and their publication."""
 
     def __init__(
-        self, settings: Settings, store: ReviewStore, producer: AIOKafkaProducer, metrics: Metrics
+        self,
+        settings: Settings,
+        store: ReviewStore,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        decisions: TransactionalPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self._producer = producer
+        self._decisions = decisions  # exactly once: verdict and label in one transaction
         self.categories = set(settings.policy.categories)
 
     async def claim(self, session: Session, reason: str | None) -> Lease | None:
@@ -176,9 +184,8 @@ class Desk:
             latency_ms=round(max(0.0, time.time() * 1000 - lease.kafka_ts_ms), 3),
             cost_usd=0.0,  # reviewers' time is not priced; tier 1's share was on its verdict
             reviewer=reviewer,
-            # One human decision per post after review; it replaces the post's first one.
-            verdict_id=review_verdict_id(post_id),
-            supersedes=first_verdict_id(post_id),
+            verdict_id=hashlib.sha256(f"human\0{lease.item_id}".encode()).hexdigest()[:32],
+            supersedes=first_verdict_id(post_id),  # the machine's review, or the audited one
         )
         label = Label(
             post=record["post"],
@@ -210,8 +217,11 @@ class Desk:
             Outgoing(t.labels, key, decision["label"].encode()),
         ]
         try:
-            await publish(self.send, records, self.settings.review.publish_deadline_s)
-        except KafkaError as exc:
+            if self._decisions is not None:
+                await self._decisions.publish(records)
+            else:
+                await publish(self.send, records, self.settings.review.publish_deadline_s)
+        except (KafkaError, TransactionFailed) as exc:
             log.warning("decision not published yet item=%s: %s (the outbox retries)", item_id, exc)
             return False
         await self.store.mark_published(
@@ -227,9 +237,31 @@ class Desk:
         """Publish decisions recorded but not marked published in time (a crash, an outage)."""
         overdue = await self.store.overdue(self.settings.review.outbox_retry_s)
         for item_id, decision in overdue:
+            if await self._on_kafka(decision):
+                # Committed before a crash cut the marking short: mark it, never send it twice.
+                log.info("recorded decision already published item=%s", item_id)
+                await self.store.mark_published(
+                    item_id, decision["verdict"], self.settings.review.decided_keep_s
+                )
+                continue
             log.info("republishing recorded decision item=%s", item_id)
             await self.publish(item_id, decision)
         return len(overdue)
+
+    async def _on_kafka(self, decision: dict[str, Any]) -> bool:
+        """Whether the decision's verdict is on the verdicts topic already (exactly once:
+        its transaction committed, label included); at least once, never asked."""
+        if self._decisions is None:
+            return False
+        verdict = json.loads(decision["verdict"])
+        decided_ms = int(datetime.fromisoformat(verdict["decided_at"]).timestamp() * 1000)
+        return await holds(
+            self.settings.kafka,
+            self.settings.topics.verdicts,
+            decision["post_id"].encode(),
+            f'"verdict_id":"{verdict["verdict_id"]}"'.encode(),
+            decided_ms - 60_000,  # clocks of the console and the broker may differ a little
+        )
 
     async def refresh_gauges(self) -> None:
         """Queue depth and oldest age per reason; tier 1's error estimate from the audits."""
@@ -244,11 +276,6 @@ class Desk:
         self.metrics.tier1_error.labels("estimate").set(disagree / n if n else 0.0)
         self.metrics.tier1_error.labels("lower").set(lower)
         self.metrics.tier1_error.labels("upper").set(upper)
-
-
-def review_verdict_id(post_id: str) -> str:
-    """The verdict id of a reviewer's decision on a post in review (one per post)."""
-    return hashlib.sha256(b"verdict\0review\0" + post_id.encode()).hexdigest()[:32]
 
 
 def _agreement(lease: Lease, action: str) -> str:

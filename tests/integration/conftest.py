@@ -15,7 +15,7 @@ from classifiers import build_classifier
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
 from modpipe.cli.demo import Collector
-from modpipe.core.kafka import client_options, ensure_pipeline_topics, topic_partitions
+from modpipe.core.kafka import consumer_options, ensure_pipeline_topics, topic_partitions
 from modpipe.core.metrics import Metrics
 from modpipe.core.settings import Settings, load_settings
 from streams.app import TriageWorker
@@ -90,9 +90,9 @@ class Outputs:
         self.escalations: dict[str, list[dict[str, Any]]] = {}
         self.review: dict[str, list[dict[str, Any]]] = {}
         self.dead_letters: list[dict[str, Any]] = []
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings.kafka), enable_auto_commit=False, group_id=None
-        )
+        self.where: list[tuple[str, int, int, bytes | None]] = []
+        # A platform's reader: committed transactions only.
+        self._consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
         self._read: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -119,7 +119,9 @@ class Outputs:
             for tp, messages in batches.items():
                 for m in messages:
                     self._add(tp.topic, m.value)
-                    self._read[tp] = m.offset + 1
+                    self.where.append((tp.topic, tp.partition, m.offset, m.key))
+            for tp in self._read:  # past transaction markers too, unlike the last offset read
+                self._read[tp] = await self._consumer.position(tp)
 
     def _add(self, topic: str, raw: bytes | None) -> None:
         try:

@@ -157,7 +157,10 @@ async def read_topic(
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) of the first `count` records of `topic` (fewer if `timeout_s` passes)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -193,7 +196,9 @@ async def committed(settings: Settings) -> dict[int, int]:
 
 
 async def end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap, group_id=None, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         ends = await consumer.end_offsets(

@@ -13,6 +13,7 @@ import httpx
 
 from modpipe.core.settings import Settings
 from modpipe.review.accounts import Session
+from modpipe.review.store import ReviewStore, connect
 from tests.conftest import MakeSettings
 from tests.integration.review_support import (
     PASSWORD,
@@ -21,7 +22,9 @@ from tests.integration.review_support import (
     console_process,
     end_offsets,
     publish_items,
+    publish_raw,
     read_topic,
+    review_item,
     review_settings,
     running_console,
 )
@@ -113,11 +116,11 @@ async def test_kill_9_mid_decision_loses_nothing_and_duplicates_no_decision(
         verdict = json.loads(next(iter(verdicts[post_id])))
         assert (verdict["action"], verdict["tier"]) == (action, "human")
     assert len(decided_before) >= POSTS // 3
-    published = sum(1 for _ in await read_topic(settings, settings.topics.verdicts, 2 * POSTS, 2))
-    print(
-        f"kill -9 after {len(decided_before)} of {POSTS} decisions: {POSTS} posts decided once, "
-        f"{published - POSTS} identical republications"
-    )
+    # Exactly once: a decision whose transaction committed before the kill is recognised on
+    # Kafka by the outbox, and not published again.
+    published = await read_topic(settings, settings.topics.verdicts, 2 * POSTS, 2)
+    assert len(published) == POSTS, f"{len(published) - POSTS} decisions published twice"
+    assert len(await read_topic(settings, settings.topics.labels, 2 * POSTS, 2)) == POSTS
 
 
 async def test_a_decision_recorded_but_not_published_is_republished_unchanged(
@@ -157,3 +160,45 @@ async def test_a_decision_recorded_but_not_published_is_republished_unchanged(
     assert again.status == "decided" and again.decision == {"verdict": decision["verdict"]}
     assert "record" not in kept and "hello" not in str(kept)
     assert 0 < ttl <= settings.review.decided_keep_s
+
+
+async def test_kill_9_mid_ingest_loses_no_item_and_dead_letters_each_bad_record_once(
+    make_settings: MakeSettings,
+) -> None:
+    # The feeder commits a partition only past records it stored; a malformed record's
+    # dead letter and the offset past it commit in one transaction.
+    settings = review_settings(make_settings)
+    post_ids = [f"ingest-{i}" for i in range(1500)]
+    bad = [(f"bad-{i}".encode(), b"not json {") for i in range(40)]
+    good = [(p.encode(), review_item(p)) for p in post_ids]
+    await publish_raw(settings, good[:750] + bad + good[750:])
+
+    async def depth(store: ReviewStore) -> int:
+        queues, leased = await store.stats()
+        return sum(q.depth for q in queues) + leased
+
+    store = ReviewStore(
+        connect(settings.redis, settings.review.redis_url), settings.redis.key_prefix
+    )
+    try:
+        async with console_process(settings) as proc:
+            deadline = time.monotonic() + 60
+            while await depth(store) < 100:
+                assert time.monotonic() < deadline, "the console stored nothing in 60s"
+                await asyncio.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)  # mid-ingest
+            proc.wait(timeout=10)
+        stored_at_kill = await depth(store)
+        async with running_console(settings):
+            deadline = time.monotonic() + 90
+            while await depth(store) < len(post_ids):
+                assert time.monotonic() < deadline, (await depth(store), len(post_ids))
+                await asyncio.sleep(0.2)
+            letters = await read_topic(settings, settings.topics.dlq, 2 * len(bad), 5)
+    finally:
+        await store.aclose()
+    print(f"killed with {stored_at_kill} of {len(post_ids)} items stored")
+    assert await depth(ReviewStore(connect(settings.redis), settings.redis.key_prefix)) == len(
+        post_ids
+    )
+    assert sorted(k for k, _ in letters) == sorted(k for k, _ in bad)  # each exactly once

@@ -104,6 +104,7 @@ async def verdict_order(settings: Settings, n: int) -> list[int]:
         bootstrap_servers=settings.kafka.bootstrap,
         auto_offset_reset="earliest",
         group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     order: list[int] = []

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from classifiers import Classification, Classifier, build_classifier
 from modpipe.cli.produce import publish
 from modpipe.core.errors import ClassifierError
-from modpipe.core.kafka import LagProbe, client_options, consumer_lag
+from modpipe.core.kafka import LagProbe, consumer_lag, consumer_options
 from modpipe.core.metrics import Metrics
 from modpipe.core.settings import Settings
 from streams.app import TriageWorker
@@ -64,9 +64,7 @@ async def run_worker_until(
 
 async def read_back(settings: Settings, where: list[tuple[int, int]]) -> list[bytes | None]:
     """The values on the posts topic at each (partition, offset)."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings.kafka), enable_auto_commit=False, group_id=None
-    )
+    consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
     await consumer.start()
     try:
         parts = {p: TopicPartition(settings.topics.posts, p) for p, _ in where}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modpipe.cli.demo import console_command
-from modpipe.core.records import Verdict, encode
+from modpipe.core.records import Verdict, encode, first_verdict_id
 from modpipe.core.settings import load_settings
 from modpipe.core.stats import clopper_pearson_interval
 from modpipe.review.accounts import Session, valid_name
@@ -30,6 +30,7 @@ def _verdict() -> Verdict:
         latency_ms=12.5,
         cost_usd=0.0,
         decided_at="2026-11-29T12:00:00.000Z",
+        verdict_id=first_verdict_id("p1"),
     )
 
 
@@ -37,8 +38,18 @@ def test_a_machine_verdict_keeps_its_exact_wire_shape() -> None:
     assert encode(_verdict()) == (
         b'{"post_id":"p1","action":"allow","categories":[],"scores":{"harassment":0.2},'
         b'"tier":"small","model":"cpu","policy_version":"2026-01","latency_ms":12.5,'
-        b'"cost_usd":0.0,"decided_at":"2026-11-29T12:00:00.000Z"}'
+        b'"cost_usd":0.0,"decided_at":"2026-11-29T12:00:00.000Z",'
+        b'"verdict_id":"' + first_verdict_id("p1").encode() + b'"}'
     )
+
+
+def test_a_superseding_verdict_names_the_one_it_replaces() -> None:
+    human = _verdict().model_copy(
+        update={"tier": "human", "reviewer": "ann", "verdict_id": "h1", "supersedes": "x"}
+    )
+    wire = json.loads(encode(human))
+    assert (wire["verdict_id"], wire["supersedes"]) == ("h1", "x")
+    assert "supersedes" not in json.loads(encode(_verdict()))
 
 
 def test_a_human_verdict_names_the_reviewer_and_reads_back() -> None:

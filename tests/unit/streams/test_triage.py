@@ -1,7 +1,6 @@
 """Triage of a batch with a fake classifier: no Kafka."""
 
 import json
-import random
 from collections.abc import Sequence
 
 import pytest
@@ -94,8 +93,26 @@ async def test_one_unscorable_post_does_not_fail_the_batch(settings: Settings) -
 
 async def test_audit_sample_goes_to_review(make_settings) -> None:
     settings = make_settings(triage={"audit_rate": 1.0})
-    triage = Triage(settings, FakeClassifier(), Metrics(), rng=random.Random(1))
+    triage = Triage(settings, FakeClassifier(), Metrics())
     result = await triage.process([msg(post("a", "p=0.01 hi"), 0)])
     review = [json.loads(r.value) for r in result.records if r.topic == settings.topics.review]
     assert review[0]["reason"] == "audit"
     assert review[0]["proposed"]["action"] == "allow"
+
+
+async def test_the_audit_draw_is_a_function_of_the_post_id(make_settings) -> None:
+    # A redelivered post must be audited (or not) again: the draw is a hash, not a die.
+    settings = make_settings(triage={"audit_rate": 0.3})
+    posts = [msg(post(f"p{i}", "p=0.01 hi"), i) for i in range(400)]
+
+    def audited(result) -> set[str]:
+        return {
+            json.loads(r.value)["post"]["post_id"]
+            for r in result.records
+            if r.topic == settings.topics.review
+        }
+
+    first = audited(await Triage(settings, FakeClassifier(), Metrics()).process(posts))
+    again = audited(await Triage(settings, FakeClassifier(), Metrics()).process(posts[::-1]))
+    assert first == again
+    assert 60 < len(first) < 180  # about 30% of 400

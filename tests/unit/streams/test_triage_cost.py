@@ -40,6 +40,7 @@ def test_encode_verdict_writes_what_the_verdict_model_writes() -> None:
         "latency_ms": 12.345,
         "cost_usd": 1.5e-07,
         "decided_at": "2026-11-29T12:00:00.000Z",
+        "verdict_id": "0123456789abcdef0123456789abcdef",
     }
     fast = encode_verdict(**fields)  # type: ignore[arg-type]
     assert json.loads(fast) == json.loads(encode(Verdict(**fields)))  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 from aiokafka import TopicPartition
 
-from escalation.offsets import OffsetTracker
+from modpipe.core.offsets import OffsetTracker
 
 TP = TopicPartition("t", 0)
 OTHER = TopicPartition("t", 1)
@@ -62,3 +62,32 @@ def test_a_reassigned_partition_commits_again_after_forget() -> None:
         t.started(TP, offset)
         t.finished(TP, offset)
     assert t.committable() == {TP: 13}
+
+
+def test_records_owed_wait_for_their_offset_to_be_committable() -> None:
+    # Exactly once: a post finished out of order publishes only with the commit that
+    # passes it, never in a transaction whose offset stays below it.
+    from modpipe.core.records import Outgoing
+
+    t = OffsetTracker()
+    for offset in (0, 1, 2):
+        t.started(TP, offset)
+    t.finished(TP, 1, [Outgoing("v", b"k1", b"one")])
+    t.finished(TP, 2, [Outgoing("v", b"k2", b"two")])
+    assert t.committable() == {TP: 0}
+    assert t.owed(TP, 0) == []
+    t.finished(TP, 0, [Outgoing("v", b"k0", b"zero")])
+    assert t.committable() == {TP: 3}
+    assert [r.value for r in t.owed(TP, 3)] == [b"zero", b"one", b"two"]
+    t.mark_committed({TP: 3})
+    assert t.owed(TP, 10) == []
+
+
+def test_a_revoked_partition_finishing_late_owes_nothing() -> None:
+    t = OffsetTracker()
+    t.started(TP, 0)
+    t.forget({TP})
+    from modpipe.core.records import Outgoing
+
+    t.finished(TP, 0, [Outgoing("v", b"k", b"late")])
+    assert t.committable() == {} and t.owed(TP, 1) == []
