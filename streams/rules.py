@@ -113,10 +113,10 @@ class RulesStage:
                 hits[i] += extra
         self._signals = {}
         rest: list[tuple[Incoming, Post]] = []
-        decided_at = now_rfc3339()
+        decided_at = now_rfc3339()  # one decision time per batch
         wall = time.time()
         for (msg, post), matched in zip(posts, hits, strict=True):
-            rule = self._decisive(book, matched, now, post.post_id)
+            rule = self._decisive(book, matched, now, post.post_id) if matched else None
             if rule is None:
                 rest.append((msg, post))
             else:

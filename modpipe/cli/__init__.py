@@ -25,6 +25,7 @@ from modpipe.cli import (
     produce,
     quality,
     review,
+    rules,
     stack,
     workers,
 )
@@ -45,6 +46,7 @@ COMMANDS = (
     dataset,
     flywheel,
     finetune,
+    rules,
 )
 
 

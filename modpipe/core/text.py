@@ -33,6 +33,7 @@ _LEET = str.maketrans(
     }
 )
 
+_LEET_BYTES = bytes(ord(str(_LEET[b])) if b in _LEET else b for b in range(256))
 # Letters of other scripts drawn like Latin ones (Cyrillic, Greek, IPA), lower case: after
 # `normalize` has case-folded. Accents are stripped separately (NFKD, combining marks).
 _HOMOGLYPHS = str.maketrans(
@@ -50,12 +51,19 @@ _HOMOGLYPHS = str.maketrans(
 
 def normalize(text: str) -> str:
     """Fold Unicode compatibility forms, case, zero-width characters and whitespace."""
+    if text.isascii():
+        # Same output, a quarter of the time (the rules stage runs this on every post):
+        # NFKC and the zero-width set leave ASCII alone, casefold is lower, and str.split
+        # splits on exactly what `\s` matches (str.isspace).
+        return " ".join(text.lower().split())
     folded = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).casefold()
     return _SPACES.sub(" ", folded).strip()
 
 
 def fold_leetspeak(text: str) -> str:
     """`normalize`d text with the digits and symbols that stand in for letters replaced."""
+    if text.isascii():
+        return text.encode().translate(_LEET_BYTES).decode()
     return text.translate(_LEET)
 
 

@@ -40,3 +40,19 @@ def test_homoglyphs_fold_other_scripts_and_accents() -> None:
 def test_fold_for_rules_combines_everything() -> None:
     assert fold_for_rules("  \u0406D1\u041eT\u200b ") == "idiot"  # Cyrillic capitals, leet
     assert content_hash(" Buy  NOW ") == hashlib.sha256(b"buy now").hexdigest()
+
+
+def test_the_ascii_fast_path_gives_the_general_output() -> None:
+    import random
+    import re
+    import unicodedata
+
+    def general(text: str) -> str:  # the cache key's normalisation as it was written
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        return re.sub(r"\s+", " ", folded).strip()
+
+    rng = random.Random(23)
+    alphabet = [chr(c) for c in range(128)]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert normalize(text) == general(text), repr(text)
