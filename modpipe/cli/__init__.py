@@ -23,6 +23,7 @@ from modpipe.cli import (
     flywheel,
     plan,
     produce,
+    promote,
     quality,
     review,
     rules,
@@ -47,6 +48,7 @@ COMMANDS = (
     flywheel,
     finetune,
     rules,
+    promote,
 )
 
 
