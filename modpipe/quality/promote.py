@@ -98,7 +98,7 @@ def load_heldout(path: Path) -> Heldout:
 def predict(settings: Settings, data: Heldout, scores: list[dict[str, float]]) -> Predictions:
     """Top scores and routes under `settings`' bands, its rules deciding first."""
     p = np.array([max(s.values(), default=0.0) for s in scores])
-    routes = [route(s, settings.routing).route for s in scores]
+    routes: list[str] = [route(s, settings.routing).route for s in scores]
     if settings.rules.path is not None:
         book = load_rules(settings.rules.path, set(settings.policy.categories))
         posts = [Post(post_id=str(i), text=t) for i, t in enumerate(data.texts)]
@@ -112,7 +112,7 @@ def predict(settings: Settings, data: Heldout, scores: list[dict[str, float]]) -
     return Predictions(p, routes)
 
 
-def measure(y: np.ndarray, pred: Predictions, index: list[int]) -> dict[str, float | None]:
+def measure(y: np.ndarray, pred: Predictions, index: list[int]) -> dict[str, Any]:
     """AUPRC (None with one class), auto-decided error and escalation rate on `index`."""
     ys, ps = y[index], pred.p[index]
     routes = [pred.routes[i] for i in index]
