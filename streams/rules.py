@@ -14,9 +14,10 @@ time. Redis failing only turns the rate rules off until it is back (a metric cou
 rules never stop triage.
 
 Reloading: every `rules.reload_interval_s` a watcher task (and each batch) stats the rule
-file and its list files; if they changed and their bytes hash differently, the new set is compiled in
-a thread and swapped in once ready. A file that fails validation is refused: the old rules
-stay, the error is logged and `modpipe_rules_invalid` is 1 until a valid file arrives.
+file and its list files; if they changed and their bytes hash differently, the new set is
+compiled in a thread and swapped in once ready. A file that fails validation is refused:
+the old rules stay, the error is logged and `modpipe_rules_invalid` is 1 until a valid
+file arrives.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from modpipe.cli import (
     quality,
     review,
     rules,
+    shadow,
     stack,
     workers,
 )
@@ -49,6 +50,7 @@ COMMANDS = (
     finetune,
     rules,
     promote,
+    shadow,
 )
 
 

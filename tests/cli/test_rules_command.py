@@ -61,7 +61,7 @@ def test_dry_run_reports_hits_and_changes(
 
 
 def test_the_text_report_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    old, new, posts = write(tmp_path)
+    _, new, posts = write(tmp_path)
     assert main(["rules", "check", str(new)]) == 0
     assert "valid, version new, 4 rules" in capsys.readouterr().out
     assert main(["rules", "test", str(new), str(posts)]) == 0  # against no rules today
