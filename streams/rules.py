@@ -120,8 +120,16 @@ class RulesStage:
             rule = self._decisive(book, matched, now, post.post_id) if matched else None
             if rule is None:
                 rest.append((msg, post))
-            else:
+                continue
+            mark = (len(result.records), result.verdicts, result.escalated, result.review)
+            try:
                 self._publish(result, msg, post, rule, book.version, decided_at, wall)
+            except Exception:  # this post alone: tier 1 decides it instead
+                log.exception("rule %s failed on post_id=%s; passing it on", rule.id, post.post_id)
+                self._metrics.rules_errors.labels("match").inc()
+                del result.records[mark[0] :]
+                _, result.verdicts, result.escalated, result.review = mark
+                rest.append((msg, post))
         return rest
 
     def add_signals(self, posts: Sequence[tuple[Incoming, Post]], scored: Scored) -> Scored:
