@@ -68,14 +68,43 @@ def write_rules(folder: Path, near_duplicates: bool = False) -> Path:
     return path
 
 
-async def stage_us_per_post(path: Path, n: int) -> float:
+def wave_sized(n: int) -> list[tuple[bytes, bytes]]:
+    """Posts as long as the near-duplicate rule's text, about other things: the case where
+    its size bounds cannot skip the MinHash."""
+    rng = random.Random(5)
+    words = [
+        "the",
+        "bus",
+        "was",
+        "late",
+        "again",
+        "today",
+        "and",
+        "my",
+        "coffee",
+        "went",
+        "cold",
+        "while",
+        "i",
+        "waited",
+    ]
+    out = []
+    for i in range(n):
+        text = " ".join(rng.choice(words) for _ in range(16))[:76]
+        out.append((f"b{i}".encode(), json.dumps({"post_id": f"b{i}", "text": text}).encode()))
+    return out
+
+
+async def stage_us_per_post(
+    path: Path, n: int, records: list[tuple[bytes, bytes]] | None = None
+) -> float:
     """The rules stage alone over `n` parsed posts in batches of 256: microseconds a post."""
     settings = load_settings(None, {"rules": {"path": str(path)}})
     stage = RulesStage.build(settings, Metrics())
     assert stage is not None
     batch = [
         (Incoming(k, v, "posts", 0, i, time.time()), parse_post(v, 65536))
-        for i, (k, v) in enumerate(posts(n))
+        for i, (k, v) in enumerate(records or posts(n))
     ]
     started = time.perf_counter()
     for i in range(0, n, 256):
@@ -114,6 +143,9 @@ async def run(n: int, rounds: int, config: Path | None) -> dict[str, Any]:
         "ratio_of_medians": round(statistics.median(with_rules) / statistics.median(without), 3),
         "stage_us_per_post": round(await stage_us_per_post(rules_path, n), 2),
         "stage_us_per_post_with_near_duplicates": round(await stage_us_per_post(near_path, n), 2),
+        "stage_us_per_post_with_near_duplicates_wave_sized_posts": round(
+            await stage_us_per_post(near_path, n, wave_sized(n)), 2
+        ),
         "write_rule_files_s": round(load_s, 2),
     }
 

@@ -166,6 +166,18 @@ class RuleFile(_Strict):
 
 
 @dataclass(slots=True)
+class NearIndex:
+    """One near-duplicate rule's LSH index, and the sizes of shingle set it can match:
+    Jaccard >= t needs t * |known| <= |post| <= |known| / t, so other posts skip MinHash."""
+
+    lsh: MinHashLSH
+    known: dict[str, MinHash]
+    threshold: float
+    smallest: float
+    largest: float
+
+
+@dataclass(slots=True)
 class RuleBook:
     """A compiled rule file. `match` gives, per post, the indices of the rules it hits
     (rate rules apart: see `rate_rules`)."""
@@ -179,7 +191,7 @@ class RuleBook:
     domains: dict[str, list[int]] = field(default_factory=dict)
     authors: dict[str, list[int]] = field(default_factory=dict)
     hashes: dict[str, list[int]] = field(default_factory=dict)
-    near: list[tuple[MinHashLSH, dict[str, MinHash], float]] = field(default_factory=list)
+    near: list[NearIndex] = field(default_factory=list)
     near_rules: dict[str, int] = field(default_factory=dict)
     rate_rules: list[int] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # list files read: watched for changes
@@ -232,12 +244,21 @@ class RuleBook:
         return hits
 
     def _near(self, folded: str) -> list[int]:
+        # Bounds first: the text's length bounds its shingle count from above, and the
+        # count itself is cheap beside a MinHash (most posts are far off a wave's size).
+        most = len(folded.encode()) - SHINGLE + 1
+        if all(most < index.smallest for index in self.near):
+            return []
+        grams = shingles(folded)
+        fits = [ix for ix in self.near if ix.smallest <= len(grams) <= ix.largest]
+        if not fits:
+            return []
         m = MinHash(num_perm=NUM_PERM, permutations=self._permutations, scheme="affine32")
-        m.update_batch(shingles(folded))
+        m.update_batch(grams)
         hits: list[int] = []
-        for lsh, known, threshold in self.near:
-            for key in lsh.query(m):
-                if m.jaccard(known[key]) >= threshold:
+        for index in fits:
+            for key in index.lsh.query(m):
+                if m.jaccard(index.known[key]) >= index.threshold:
                     hits.append(self.near_rules[key])
                     break
         return hits
@@ -353,14 +374,18 @@ def _compile_one(book: RuleBook, i: int, rule: Rule, base: Path) -> None:
         # near-duplicates; each candidate is then held to the rule's own threshold.
         lsh = MinHashLSH(threshold=max(0.05, near.threshold - 0.2), num_perm=NUM_PERM)
         known: dict[str, MinHash] = {}
+        sizes: list[int] = []
         for n, text in enumerate(near.texts):
             key = f"{i}:{n}"
+            grams = shingles(fold_for_rules(text))
+            sizes.append(len(grams))
             sig = MinHash(num_perm=NUM_PERM, permutations=book._permutations, scheme="affine32")
-            sig.update_batch(shingles(fold_for_rules(text)))
+            sig.update_batch(grams)
             lsh.insert(key, sig)
             known[key] = sig
             book.near_rules[key] = i
-        book.near.append((lsh, known, near.threshold))
+        t = near.threshold
+        book.near.append(NearIndex(lsh, known, t, t * min(sizes), max(sizes) / t))
     else:
         book.rate_rules.append(i)
 
