@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from classifiers import Classification
 from modpipe.core.errors import ClassifierError
+from modpipe.core.final_verdicts import Outcome
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import (
     Escalation,
@@ -44,6 +45,7 @@ from modpipe.core.records import (
     ReviewItem,
     Verdict,
     encode,
+    first_verdict_id,
     now_rfc3339,
 )
 from modpipe.core.redis_client import connect_redis
@@ -101,6 +103,8 @@ class RulesStage:
         self, posts: list[tuple[Incoming, Post]], result: BatchResult
     ) -> list[tuple[Incoming, Post]]:
         """Decide what the rules decide into `result`; the posts left for the classifier."""
+        from streams.triage import Owed  # triage imports this module: bound at call time
+
         if self._watcher is None:
             # Started on the worker's loop with the first batch: an idle worker still
             # picks up a new file (and exports a refused one) within the interval.
@@ -123,7 +127,10 @@ class RulesStage:
                 continue
             mark = (len(result.records), result.verdicts, result.escalated, result.review)
             try:
-                self._publish(result, msg, post, rule, book.version, decided_at, wall)
+                outcome = self._publish(result, msg, post, rule, book.version, decided_at, wall)
+                # What this message owes (streams/triage.py Owed): its records, and the
+                # final outcome to claim (None for an escalation, which is not final).
+                result.owed.append(Owed(msg, mark[0], len(result.records), post, outcome))
             except Exception:  # this post alone: tier 1 decides it instead
                 log.exception("rule %s failed on post_id=%s; passing it on", rule.id, post.post_id)
                 self._metrics.rules_errors.labels("match").inc()
@@ -178,7 +185,7 @@ class RulesStage:
         version: str,
         decided_at: str,
         wall: float,
-    ) -> None:
+    ) -> Outcome | None:
         topics = self._settings.topics
         policy = self._settings.policy.version
         key = post.post_id.encode()
@@ -194,7 +201,7 @@ class RulesStage:
                 Outgoing(topics.escalations, key, encode(escalation), msg.timestamp_s)
             )
             result.escalated += 1
-            return
+            return None
         latency_s = max(0.0, wall - msg.timestamp_s)
         verdict = Verdict(
             post_id=post.post_id,
@@ -207,9 +214,11 @@ class RulesStage:
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=0.0,
             decided_at=decided_at,
+            verdict_id=first_verdict_id(post.post_id),
             rule_id=rule.id,
             rule_version=version,
         )
+        detail = f"rule {rule.id} (rules version {version})"
         if rule.action == "review":
             item = ReviewItem(
                 post=post.wire(),
@@ -217,16 +226,18 @@ class RulesStage:
                 model=MODEL,
                 policy_version=policy,
                 reason="rule",
-                detail=f"rule {rule.id} (rules version {version})",
+                detail=detail,
                 proposed=verdict,
             )
             result.records.append(Outgoing(topics.review, key, encode(item)))
             result.review += 1
             self._metrics.review.labels("rule").inc()
-        result.records.append(Outgoing(topics.verdicts, key, encode(verdict)))
+        value = encode(verdict)
+        result.records.append(Outgoing(topics.verdicts, key, value))
         result.latencies_s.append(latency_s)
         result.verdicts += 1
         self._metrics.decisions.labels("rules", verdict.action).inc()
+        return Outcome(value, "rule", detail) if rule.action == "review" else Outcome(value)
 
     async def _rates(self, book: RuleBook, posts: list[Post]) -> list[list[int]]:
         """Rate-rule hits per post: the author's posts in the rule's sliding window."""

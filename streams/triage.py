@@ -151,8 +151,8 @@ class Triage:
                     owed = Owed(msg, mark[0], mark[0])
                 owed.end = len(result.records)
                 result.owed.append(owed)
-            if self._final is not None:
-                await self._keep_first_outcomes(result)
+        if self._final is not None:  # after the rules too: a batch they decided whole
+            await self._keep_first_outcomes(result)
         self._count(result)
         return result
 

@@ -256,3 +256,19 @@ async def test_a_hostile_regex_cannot_stall_the_worker(
     for i in range(6):
         rule = outputs.verdicts[f"h{i}"][0].get("rule_id")
         assert rule == (None if i % 2 else "evil"), "RE2 matched what it should, and only that"
+
+
+async def test_a_post_the_rules_decided_gets_its_first_outcome_again(
+    make_settings: MakeSettings, settings: Settings, tmp_path: Path, outputs: Outputs
+) -> None:
+    # The rules' outcome is claimed like tier 1's: a post seen again (here published twice,
+    # in batches the rules decide whole) is answered with the first verdict, byte for byte.
+    settings = rules_settings(make_settings, settings, tmp_path / "rules.yaml", RULES)
+    await publish(settings.kafka, settings.topics.posts, [post("dup", "you idiot")])
+    await publish(settings.kafka, settings.topics.posts, [post("dup", "you idiot")])
+    worker = TriageWorker(settings, build_classifier(settings), Metrics())
+    done = lambda: len(outputs.verdicts.get("dup", [])) >= 2  # noqa: E731
+    assert await run_until(worker, done, "both deliveries answered") == 0
+    first, second = outputs.verdicts["dup"][:2]
+    assert first == second and first["rule_id"] == "slurs"
+    assert first["verdict_id"] and first["tier"] == "rules"
