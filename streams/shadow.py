@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from classifiers import Classifier
-from modpipe.core.kafka import client_options, ensure_topics, topic_partitions
+from modpipe.core.kafka import client_options, consumer_options, ensure_topics, topic_partitions
 from modpipe.core.metrics import Metrics
 from modpipe.core.records import Incoming, now_rfc3339
 from modpipe.core.settings import Settings
@@ -107,15 +107,15 @@ class ShadowRunner:
         """Run to completion; the exit code."""
         p, kafka = self.production, self.production.kafka
         await ensure_topics(kafka, [p.shadow.topic], kafka.partitions)
+        # Both at read_committed: a production batch whose transaction aborted is not a
+        # decision to compare with.
         posts = AIOKafkaConsumer(
             p.topics.posts,
-            **client_options(kafka),
-            group_id=p.shadow.group_id,
-            enable_auto_commit=False,
+            **consumer_options(kafka, p.shadow.group_id),
             auto_offset_reset="earliest",
             max_poll_records=self.candidate.triage.batch_max,
         )
-        decided = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+        decided = AIOKafkaConsumer(**consumer_options(kafka, None))
         producer = AIOKafkaProducer(**client_options(kafka), acks="all", linger_ms=5)
         kinds = {p.topics.verdicts: "verdicts", p.topics.escalations: "escalations"}
         await asyncio.gather(posts.start(), decided.start(), producer.start())

@@ -9,19 +9,23 @@ either side is neither right nor wrong.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from modpipe.core.kafka import client_options, topic_partitions
+from modpipe.core.errors import StackError
+from modpipe.core.kafka import consumer_options, topic_partitions
 from modpipe.core.settings import KafkaSettings, Settings
 
 
-async def read_topic(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
+async def read_topic(
+    kafka: KafkaSettings, topic: str, timeout_s: float = 120.0
+) -> list[dict[str, Any]]:
     """Every JSON object on `topic` now, in partition order (bad values skipped)."""
     parts = await topic_partitions(kafka, [topic])
-    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**consumer_options(kafka, None))
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
@@ -29,8 +33,9 @@ async def read_topic(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
         left = {tp for tp in parts if ends[tp] > 0}
-        while left:
-            for tp, messages in (await consumer.getmany(*left, timeout_ms=500)).items():
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(*left, timeout_ms=500)).values():
                 for m in messages:
                     try:
                         value = json.loads(m.value or b"")
@@ -38,8 +43,10 @@ async def read_topic(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
                         value = None
                     if isinstance(value, dict):
                         out.append(value)
-                    if m.offset + 1 >= ends[tp]:
-                        left.discard(tp)
+            # Positions, not the last offset seen: transaction markers take offsets too.
+            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+        if left:
+            raise StackError(f"{topic}: not read to its end within {timeout_s:.0f}s")
     finally:
         await consumer.stop()
     return out
