@@ -23,8 +23,11 @@ from modpipe.cli import (
     flywheel,
     plan,
     produce,
+    promote,
     quality,
     review,
+    rules,
+    shadow,
     stack,
     workers,
 )
@@ -45,6 +48,9 @@ COMMANDS = (
     dataset,
     flywheel,
     finetune,
+    rules,
+    promote,
+    shadow,
 )
 
 

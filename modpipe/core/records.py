@@ -32,9 +32,11 @@ from modpipe.core.errors import InvalidRecord
 log = logging.getLogger(__name__)
 
 Action = Literal["allow", "block", "review"]
-Tier = Literal["small", "frontier", "cache", "fallback", "human"]
+Tier = Literal["small", "frontier", "cache", "fallback", "human", "rules"]
 Scores = dict[str, float]
-ReviewReason = Literal["audit", "provider_failed", "budget", "no_provider", "classifier_failed"]
+ReviewReason = Literal[
+    "audit", "provider_failed", "budget", "no_provider", "classifier_failed", "rule"
+]
 
 MAX_POST_ID = 256
 MAX_DEPTH = 32  # nesting of a post value; the records that carry a post get one level more
@@ -198,12 +200,15 @@ class Verdict(BaseModel):
     verdict_id: str = ""  # first_verdict_id(post_id) for the first final verdict
     reviewer: str | None = None  # tier `human` only: who decided
     supersedes: str | None = None  # the verdict_id this one replaces
+    # Tier `rules` only (issue 23): the rule that decided, and its rule file's version.
+    rule_id: str | None = None
+    rule_version: str | None = None
 
     @model_serializer(mode="wrap")
     def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Machine verdicts keep their exact wire shape: no `reviewer: null`.
         data: dict[str, Any] = handler(self)
-        for name in ("reviewer", "supersedes"):
+        for name in ("reviewer", "supersedes", "rule_id", "rule_version"):
             if data.get(name) is None:
                 data.pop(name, None)
         return data
