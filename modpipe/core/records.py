@@ -185,6 +185,10 @@ class Verdict(BaseModel):
     cost_usd: float  # this post's share over every tier it went through
     decided_at: str = Field(default_factory=now_rfc3339)
     reviewer: str | None = None  # tier `human` only: who decided
+    # --- the small tier's own P(violation) (issue 21) ---
+    # Tier `small` only: the classifier's probability that the post violates the policy at
+    # all, allows included (vllm-guard: P(unsafe)); absent (not null) where none is known.
+    p_violation: float | None = None
 
     @model_serializer(mode="wrap")
     def _without_absent_reviewer(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -192,6 +196,8 @@ class Verdict(BaseModel):
         data: dict[str, Any] = handler(self)
         if data.get("reviewer") is None:
             data.pop("reviewer", None)
+        if data.get("p_violation") is None:
+            data.pop("p_violation", None)
         return data
 
 
@@ -205,6 +211,8 @@ class Escalation(BaseModel):
     escalated_at: str = Field(default_factory=now_rfc3339)
     reason: str = "borderline"
     cost_usd: float = 0.0  # what tier 1 spent on the post; its verdict carries the total
+    # --- the small tier's own P(violation) (issue 21): see Verdict.p_violation ---
+    p_violation: float | None = None
 
 
 class ReviewItem(BaseModel):
@@ -382,23 +390,25 @@ def encode_verdict(
     latency_ms: float,
     cost_usd: float,
     decided_at: str,
+    p_violation: float | None = None,
 ) -> bytes:
     """A machine verdict's wire value without building a Verdict: tier 1 writes one per post.
 
     Same fields, order and JSON as `encode(Verdict(...))` (tests/unit/streams/
     test_triage_cost.py holds them equal); the caller passes values that are already valid.
     """
-    return msgspec.json.encode(
-        {
-            "post_id": post_id,
-            "action": action,
-            "categories": categories,
-            "scores": scores,
-            "tier": tier,
-            "model": model,
-            "policy_version": policy_version,
-            "latency_ms": latency_ms,
-            "cost_usd": cost_usd,
-            "decided_at": decided_at,
-        }
-    )
+    fields = {
+        "post_id": post_id,
+        "action": action,
+        "categories": categories,
+        "scores": scores,
+        "tier": tier,
+        "model": model,
+        "policy_version": policy_version,
+        "latency_ms": latency_ms,
+        "cost_usd": cost_usd,
+        "decided_at": decided_at,
+    }
+    if p_violation is not None:  # issue 21: absent, not null, where unknown
+        fields["p_violation"] = p_violation
+    return msgspec.json.encode(fields)
