@@ -163,6 +163,7 @@ class Triage:
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
                 cost_usd=tier_cost,
+                p_violation=c.p_violation,
             )
             # The post's own timestamp travels on, so tier 2 measures end-to-end latency.
             result.records.append(
@@ -183,6 +184,7 @@ class Triage:
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=tier_cost,
             decided_at=self._decided_at,
+            p_violation=c.p_violation,
         )
         result.records.append(Outgoing(self._topics.verdicts, key, value))
         result.latencies_s.append(latency_s)
@@ -190,6 +192,7 @@ class Triage:
         result.decided["small", action] = result.decided.get(("small", action), 0) + 1
         if self._rng.random() < self._settings.triage.audit_rate:
             verdict = self._verdict(msg, post, action, decision.categories, c.scores, tier_cost)
+            verdict.p_violation = c.p_violation
             self._review(result, post, c.scores, "audit", "random audit sample", verdict)
 
     def _classifier_failed(
