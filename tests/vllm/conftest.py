@@ -87,19 +87,62 @@ def guard_server(guard_dir: Path) -> Iterator[VllmServer]:
     server.stop()
 
 
+FINETUNE_MAX_LENGTH = 128
+
+
+def training_rows(n: int, seed: int) -> list[dict[str, object]]:
+    """Rows as `modpipe dataset build` writes them (text, label, categories): separable,
+    the last word decides."""
+    import random
+
+    benign = ["lunch", "garden", "music", "coffee", "weekend", "sunset"]
+    violent = ["stab", "shoot", "beat"]
+    hateful = ["vermin", "subhuman"]
+    filler = ["the", "a", "my", "friend", "today", "was", "really", "about"]
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    for i in range(n):
+        lead = " ".join(rng.choice(filler) for _ in range(rng.randint(1, 5)))
+        kind = i % 3
+        word = rng.choice((benign, violent, hateful)[kind])
+        cats = [[], ["violence"], ["hate"]][kind]
+        rows.append({"text": f"{lead} {word}", "label": int(bool(cats)), "categories": cats})
+    return rows
+
+
 @pytest.fixture(scope="session")
 def classify_dir(vllm_available: None, model_root: Path) -> Path:
-    from modpipe.core.settings import load_settings
-    from tests.conftest import CONFIG
-    from tests.vllm.models import classifier_model
+    """The output of `modpipe finetune` on a tiny random Llama-3-shaped base: a merged
+    multi-label LlamaForSequenceClassification with the policy's labels in id2label."""
+    import json
 
-    labels = ["none", *load_settings(CONFIG).policy.categories]
-    return classifier_model(model_root / CLASSIFY_NAME, labels)
+    import torch
+
+    from modpipe.cli import main
+    from tests.conftest import CONFIG
+    from tests.vllm.models import base_model
+
+    base = base_model(model_root / "tiny-base")
+    data = model_root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in training_rows(96, seed=1)))
+    out = model_root / CLASSIFY_NAME
+    args = ["finetune", "--base", str(base), "--data", str(data), "--out", str(out)]
+    args += ["--epochs", "4", "--batch-size", "16", "--learning-rate", "0.01"]
+    args += ["--lora-rank", "4", "--max-length", str(FINETUNE_MAX_LENGTH), "--dtype", "float32"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains faster on one thread
+    try:
+        assert main(["--config", str(CONFIG), *args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 @pytest.fixture(scope="session")
 def classify_server(classify_dir: Path) -> Iterator[VllmServer]:
-    """vLLM serving the tiny classifier on /classify (--runner pooling), for the session."""
-    server = VllmServer(classify_dir, CLASSIFY_NAME, ["--runner", "pooling"]).start()
+    """vLLM serving the fine-tuned classifier on /classify (--runner pooling) with the
+    training max_length as its context, for the session."""
+    args = ["--runner", "pooling", "--max-model-len", str(FINETUNE_MAX_LENGTH)]
+    server = VllmServer(classify_dir, CLASSIFY_NAME, args).start()
     yield server
     server.stop()

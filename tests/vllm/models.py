@@ -10,8 +10,7 @@
   hand-set bigram path finishes the answer: `safe` -> `<|eot_id|>`, `unsafe` -> `\\n` -> `S`
   -> `10` -> `<|eot_id|>`. So greedy answers read `safe` or `unsafe\\nS10`, and the forced
   category pass (after `unsafe\\n`) reads `S10`.
-- `classifier_model(dir, labels, problem_type)`: a `LlamaForSequenceClassification` of the
-  same shape with `id2label` = `labels`.
+- `base_model(dir)`: the same shape with random weights, a base for `modpipe finetune`.
 
 How the guard's answer is wired: a few hidden dimensions are reserved, one per bigram source
 token; only that token's embedding writes there (large), and no layer writes there (the
@@ -149,25 +148,12 @@ def guard_model(
     return where
 
 
-def classifier_model(
-    where: Path, labels: list[str], problem_type: str | None = None, seed: int = 0
-) -> Path:
-    """A sequence classifier of the same shape with `id2label` = labels, saved to `where`."""
+def base_model(where: Path, seed: int = 0) -> Path:
+    """A random Llama-3-shaped causal LM with Meta's tokenizer: a base for `modpipe finetune`."""
     import torch
-    from transformers import LlamaForSequenceClassification
+    from transformers import LlamaForCausalLM
 
     tokenizer = llama3_tokenizer(where)
-    extra: dict[str, Any] = {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {label: i for i, label in enumerate(labels)},
-    }
-    if problem_type:
-        extra["problem_type"] = problem_type
     torch.manual_seed(seed)
-    model = LlamaForSequenceClassification(_config(len(tokenizer), **extra)).eval()
-    with torch.no_grad():
-        # Random init gives logits near zero; widen the head so classes differ clearly.
-        model.score.weight.normal_(0.0, 0.5)
-    model.save_pretrained(where, safe_serialization=True)
+    LlamaForCausalLM(_config(len(tokenizer))).save_pretrained(where, safe_serialization=True)
     return where
