@@ -76,6 +76,14 @@ class ServiceRate:
             self._tokens = self._tokens * RATE_DECAY + tokens
             self._seconds *= RATE_DECAY
 
+    def timed_out(self, backlog: int, waited_s: float) -> None:
+        """The server did not finish `backlog` tokens in `waited_s`: its rate is at most
+        that, so the next timeout is at least SLACK times this wait (a wrong guess of the
+        rate costs a few short attempts, never a storm of them)."""
+        bound = backlog / max(waited_s, 1e-3)
+        if bound < self.tokens_per_s:
+            self._tokens = bound * self._seconds
+
 
 def server_root(base_url: str) -> str:
     """vLLM's root: `/classify`, `/tokenize` and `/version` are beside `/v1`, not under it."""
@@ -107,6 +115,8 @@ class VllmHttp:
         self._rng = random.Random()
         self.rate = ServiceRate(tokens_per_s)
         self.in_flight = 0  # requests on the wire now (at most max_in_flight)
+        self.most_in_flight = 0  # its high-water mark
+        self.retries = 0  # requests sent again after a failed attempt
 
     async def get(self, path: str) -> dict[str, Any]:
         """The JSON reply to a GET; ClassifierUnavailable after the last failed attempt."""
@@ -127,13 +137,19 @@ class VllmHttp:
     ) -> httpx.Response:
         async with self._slots:
             timeout = self.timeout_for(tokens)
+            backlog = self.rate.tokens_in_flight + tokens
             self.rate.begin(tokens)
             self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
             completed = False
+            started = time.monotonic()
             try:
                 response = await self._client.request(method, path, json=body, timeout=timeout)
                 completed = response.status_code < 400
                 return response
+            except httpx.TimeoutException:
+                self.rate.timed_out(backlog, time.monotonic() - started)
+                raise
             finally:
                 self.in_flight -= 1
                 self.rate.end(tokens, completed)
@@ -144,6 +160,7 @@ class VllmHttp:
         last: Exception | None = None
         for attempt in range(self._attempts):
             if attempt:
+                self.retries += 1
                 cap = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
                 await asyncio.sleep(self._rng.uniform(0, cap))
             try:

@@ -146,3 +146,7 @@ def classify_server(classify_dir: Path) -> Iterator[VllmServer]:
     server = VllmServer(classify_dir, CLASSIFY_NAME, args).start()
     yield server
     server.stop()
+
+
+# The pipeline tests here run the triage worker on the shared local Kafka and Redis.
+from tests.integration.conftest import local_stack  # noqa: E402, F401

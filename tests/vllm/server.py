@@ -96,7 +96,6 @@ class VllmServer:
             "1024",
             "--max-num-seqs",
             "32",
-            "--disable-log-stats",
             # No torch.compile warm-up (~30 s a start on 2 cores); these models are tiny.
             "--enforce-eager",
             *self.args,
