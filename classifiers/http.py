@@ -34,7 +34,8 @@ BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 4.0
 SLACK = 3.0  # a request may take this many times its expected service time
 RATE_DECAY = 0.8  # weight of the past in the measured service rate, per completion
-RATE_FLOOR = 0.01  # the rate never falls below this share of the configured one
+RATE_FLOOR = 1.0  # tokens/s: the measured rate never falls below this
+MAX_TIMEOUT_S = 300.0  # however large the backlog, no attempt waits longer
 
 
 class ServiceRate:
@@ -46,7 +47,6 @@ class ServiceRate:
     """
 
     def __init__(self, tokens_per_s: float) -> None:
-        self._floor = tokens_per_s * RATE_FLOOR
         # One second at the configured rate is the prior the measurements move away from.
         self._tokens, self._seconds = tokens_per_s, 1.0
         self._in_flight = 0
@@ -55,7 +55,7 @@ class ServiceRate:
 
     @property
     def tokens_per_s(self) -> float:
-        return max(self._floor, self._tokens / self._seconds)
+        return max(RATE_FLOOR, self._tokens / self._seconds)
 
     def _busy(self, now: float) -> None:
         if self._in_flight:
@@ -72,9 +72,10 @@ class ServiceRate:
         self._busy(time.monotonic())
         self._in_flight -= 1
         self.tokens_in_flight -= tokens
-        if completed:
-            self._tokens = self._tokens * RATE_DECAY + tokens
-            self._seconds *= RATE_DECAY
+        # Both sums decay after this request's share is added, so their ratio converges
+        # on the recent rate; a request that failed adds busy time and no tokens.
+        self._tokens = (self._tokens + (tokens if completed else 0)) * RATE_DECAY
+        self._seconds *= RATE_DECAY
 
     def timed_out(self, backlog: int, waited_s: float) -> None:
         """The server did not finish `backlog` tokens in `waited_s`: its rate is at most
@@ -128,9 +129,11 @@ class VllmHttp:
         return await self._send("POST", path, body, tokens)
 
     def timeout_for(self, tokens: int) -> float:
-        """`timeout_s` plus SLACK times the expected service time of everything in flight."""
+        """`timeout_s` plus SLACK times the expected service time of everything in flight
+        (at most MAX_TIMEOUT_S, or timeout_s where that is larger)."""
         backlog = self.rate.tokens_in_flight + tokens
-        return self._timeout_s + SLACK * backlog / self.rate.tokens_per_s
+        sized = self._timeout_s + SLACK * backlog / self.rate.tokens_per_s
+        return min(sized, max(MAX_TIMEOUT_S, self._timeout_s))
 
     async def _request(
         self, method: str, path: str, body: dict[str, Any] | None, tokens: int
