@@ -80,11 +80,18 @@ def guard_dir(vllm_available: None, model_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def guard_server(guard_dir: Path) -> Iterator[VllmServer]:
-    """vLLM serving the tiny guard on /v1/completions, for the whole session."""
-    server = VllmServer(guard_dir, GUARD_NAME).start()
+def guard_launched(guard_dir: Path) -> Iterator[VllmServer]:
+    """The guard's server, launched (not yet ready): the classifier's fixture launches it
+    first so both servers start while the fine-tune trains."""
+    server = VllmServer(guard_dir, GUARD_NAME).launch()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def guard_server(guard_launched: VllmServer) -> VllmServer:
+    """vLLM serving the tiny guard on /v1/completions, for the whole session."""
+    return guard_launched.wait_ready()
 
 
 FINETUNE_MAX_LENGTH = 128
@@ -111,7 +118,7 @@ def training_rows(n: int, seed: int) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-def classify_dir(vllm_available: None, model_root: Path) -> Path:
+def classify_dir(vllm_available: None, model_root: Path, guard_launched: VllmServer) -> Path:
     """The output of `modpipe finetune` on a tiny random Llama-3-shaped base: a merged
     multi-label LlamaForSequenceClassification with the policy's labels in id2label."""
     import json

@@ -68,6 +68,10 @@ class VllmServer:
     def start(self) -> VllmServer:
         """Start the process and wait until `/health` answers; raise with the log's tail
         if it exits or is not up within START_TIMEOUT_S."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> VllmServer:
+        """Start the process without waiting (another server may start meanwhile)."""
         env = dict(os.environ)
         env.update(
             VLLM_CPU_KVCACHE_SPACE="1",
@@ -98,6 +102,9 @@ class VllmServer:
             "32",
             # No torch.compile warm-up (~30 s a start on 2 cores); these models are tiny.
             "--enforce-eager",
+            # The model runs in the engine's process: one interpreter fewer to start.
+            "--distributed-executor-backend",
+            "uni",
             *self.args,
         ]
         self.log_path = self.log_path or self.model_dir.parent / f"vllm-{self.name}.log"
@@ -105,6 +112,11 @@ class VllmServer:
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+        return self
+
+    def wait_ready(self) -> VllmServer:
+        """Wait until `/health` answers (see start)."""
+        assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
