@@ -243,6 +243,7 @@ class Triage:
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
                 cost_usd=tier_cost,
+                p_violation=c.p_violation,
             )
             # The post's own timestamp travels on, so tier 2 measures end-to-end latency.
             result.records.append(
@@ -265,6 +266,7 @@ class Triage:
             cost_usd=tier_cost,
             decided_at=self._decided_at,
             verdict_id=digest[:16].hex(),
+            p_violation=c.p_violation,
         )
         result.latencies_s.append(latency_s)
         result.verdicts += 1

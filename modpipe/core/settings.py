@@ -179,6 +179,11 @@ class ClassifierSettings(Section):
     # vllm-classify: applied here to the raw logits (softmax: single-label, sigmoid: multi-label)
     activation: Literal["softmax", "sigmoid"] = "softmax"
     tokenizer_path: Path | None = None  # vllm-guard: Llama 3 BPE ranks; null = llama-models'
+    # vllm-classify (issue 21): the served model's directory (or its config.json); labels
+    # from its id2label, activation from its problem_type, instead of labels/activation.
+    model_dir: Path | None = None
+    # The service rate assumed until one is measured (prompt tokens/s); sizes timeouts.
+    service_tokens_per_s: float = Field(1000.0, gt=0)
 
 
 class EscalationSettings(Section):
