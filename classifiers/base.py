@@ -13,10 +13,18 @@ Scores = dict[str, float]
 
 @dataclass(frozen=True, slots=True)
 class Classification:
-    """Scores for one text, and the tokens the backend spent on it (for the cost model)."""
+    """Scores for one text, and the tokens the backend spent on it (for the cost model).
+
+    `p_violation`: the backend's own probability that the text violates the policy at all,
+    kept even when it allows (a guard's P(unsafe); for a classifier head, one minus the
+    non-violating classes' share, or the highest label under sigmoid). None where the
+    backend has no such number. It rides on verdicts and escalations so that the tier can
+    be evaluated and calibrated on what it actually said.
+    """
 
     scores: Scores
     tokens: int
+    p_violation: float | None = None
 
 
 class Classifier(Protocol):

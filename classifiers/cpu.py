@@ -65,7 +65,7 @@ class CpuClassifier:
         # A worker thread keeps the event loop (Kafka heartbeats, fetches) responsive.
         probs = await asyncio.to_thread(self.predict, texts)
         return [
-            Classification({self._category: p}, estimate_tokens(t))
+            Classification({self._category: p}, estimate_tokens(t), p_violation=p)
             for p, t in zip(probs, texts, strict=True)
         ]
 

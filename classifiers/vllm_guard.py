@@ -97,7 +97,13 @@ class GuardClassifier:
         bands = settings.routing
         lowest = min([bands.allow_below, *(b.allow_below for b in bands.per_category.values())])
         prompt = GuardPrompt(load_tokenizer(c.tokenizer_path))
-        http = VllmHttp(server_root(c.base_url), c.timeout_s, c.max_attempts, c.max_in_flight)
+        http = VllmHttp(
+            server_root(c.base_url),
+            c.timeout_s,
+            c.max_attempts,
+            c.max_in_flight,
+            c.service_tokens_per_s,
+        )
         return cls(http, prompt, c.model, settings.policy.llama_guard, lowest)
 
     async def served(self) -> ServedModel:
@@ -137,6 +143,7 @@ class GuardClassifier:
                 # The ids carry their own BOS; a text prompt would get a second one.
                 "add_special_tokens": False,
             },
+            tokens=sum(map(len, prompts)),
         )
         try:
             choices = sorted(reply["choices"], key=lambda ch: ch["index"])
@@ -197,7 +204,7 @@ class GuardClassifier:
                 results[i] = ClassifierError("unsafe without a category line")
                 continue
             categories = {self._mapping.get(c) for c in codes} - {None}
-            results[i] = Classification({c: p for c in categories if c}, tokens)
+            results[i] = Classification({c: p for c in categories if c}, tokens, p_violation=p)
         return [r if r is not None else ClassifierError("not classified") for r in results]
 
     async def aclose(self) -> None:

@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import time
-import unicodedata
 import uuid
 from typing import Any
 
@@ -29,21 +27,14 @@ from redis.exceptions import RedisError
 from modpipe.core.errors import CacheUnavailable
 from modpipe.core.redis_client import check_redis_access, connect_redis
 from modpipe.core.settings import RedisSettings
+from modpipe.core.text import normalize
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
-_SPACES = re.compile(r"\s+")
 _POLL_S = 0.05
 
 # Delete the lock only if we still hold it (it may have expired and been taken since).
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
-
-
-def normalize(text: str) -> str:
-    """Fold Unicode compatibility forms, case, zero-width characters and whitespace."""
-    folded = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).casefold()
-    return _SPACES.sub(" ", folded).strip()
 
 
 def cache_key(policy_version: str, provider: str, model: str, text: str) -> str:

@@ -51,10 +51,7 @@ from modpipe.core.records import (
 )
 from modpipe.core.settings import Settings
 from modpipe.core.transactions import (
-    Fenced,
-    PartitionOutput,
     PartitionTransactions,
-    TransactionFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -76,13 +73,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         if worker.txns is not None and assigned:
             # Fence the partitions' earlier owners first, then read where they committed:
             # nothing an earlier owner still had in flight can commit after that read.
-            # Paused meanwhile, so the fetcher hands out nothing from an older position.
-            worker.pause(assigned)
-            try:
-                await worker.txns.assign(assigned)
-                await worker.seek_to_committed(assigned)
-            finally:
-                worker.resume(assigned)
+            await worker.txns.take_over(worker.consumer, assigned)
         worker.last_input = time.monotonic()  # --idle-exit counts from here
         worker.ready.set()
 
@@ -197,25 +188,11 @@ class EscalationWorker:
         log.info("escalator stopped processed=%d", self.processed)
         return 1 if self.failure else 0
 
-    def pause(self, partitions: set[TopicPartition]) -> None:
-        """Fetch nothing from `partitions` until `resume`."""
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The consumer (once `run` started it)."""
         assert self._consumer is not None
-        self._consumer.pause(*partitions)
-
-    def resume(self, partitions: set[TopicPartition]) -> None:
-        """Fetch from `partitions` again."""
-        assert self._consumer is not None
-        self._consumer.resume(*partitions)
-
-    async def seek_to_committed(self, partitions: set[TopicPartition]) -> None:
-        """Position `partitions` at their committed offsets (the beginning where none)."""
-        assert self._consumer is not None
-        for tp in partitions:
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
+        return self._consumer
 
     async def drain(self) -> None:
         """Wait for every post in flight, then commit."""
@@ -394,20 +371,4 @@ class EscalationWorker:
             except (CommitFailedError, KafkaError) as exc:
                 log.warning("commit failed (%s); will retry", exc)
             return
-        outputs = {tp: PartitionOutput(self.offsets.owed(tp, p), p) for tp, p in positions.items()}
-        lost: set[TopicPartition] = set()
-        failed: set[TopicPartition] = set()
-        try:
-            await self.txns.commit(outputs)
-        except Fenced as exc:
-            lost = exc.partitions
-        except TransactionFailed as exc:
-            lost, failed = exc.fenced, exc.failed
-            log.warning("commit failed (%s); will send again", exc)
-        if lost:
-            # Another worker owns these now and decides their posts: drop ours.
-            log.warning("dropping outputs of fenced partitions %s", sorted(lost))
-            self.offsets.forget(lost)
-        self.offsets.mark_committed(
-            {tp: p for tp, p in positions.items() if tp not in lost and tp not in failed}
-        )
+        await self.txns.commit_tracked(self.offsets, positions)

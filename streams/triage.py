@@ -44,6 +44,7 @@ from modpipe.core.records import (
 )
 from modpipe.core.settings import Settings
 from streams.routing import route
+from streams.rules import RulesStage
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Triage:
         self._limits = wire_limits(settings.kafka.max_message_bytes)
         self._now = 0.0  # the batch's decision time: one clock read per batch
         self._decided_at = ""
+        self._rules = RulesStage.build(settings, metrics)  # None without `rules.path`
 
     async def process(self, batch: Sequence[Incoming]) -> BatchResult:
         """Everything `batch` owes downstream; never raises for a bad post."""
@@ -122,10 +124,14 @@ class Triage:
                 start = len(result.records)
                 self._dead_letter(result, msg, exc)
                 result.owed.append(Owed(msg, start, len(result.records)))
+        if posts and self._rules is not None:  # what the rules decide never reaches tier 1
+            posts = await self._rules.decide(posts, result)
         if posts:
             self._metrics.batch_size.observe(len(posts))
             started = time.perf_counter()
             scored = await self._classify([post.text for _, post in posts])
+            if self._rules is not None:
+                scored = self._rules.add_signals(posts, scored)
             self._metrics.stage_seconds.labels("classify").observe(time.perf_counter() - started)
             self._now = time.time()
             self._decided_at = now_rfc3339()  # one decision time per batch
@@ -145,8 +151,8 @@ class Triage:
                     owed = Owed(msg, mark[0], mark[0])
                 owed.end = len(result.records)
                 result.owed.append(owed)
-            if self._final is not None:
-                await self._keep_first_outcomes(result)
+        if self._final is not None:  # after the rules too: a batch they decided whole
+            await self._keep_first_outcomes(result)
         self._count(result)
         return result
 
@@ -237,6 +243,7 @@ class Triage:
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
                 cost_usd=tier_cost,
+                p_violation=c.p_violation,
             )
             # The post's own timestamp travels on, so tier 2 measures end-to-end latency.
             result.records.append(
@@ -259,6 +266,7 @@ class Triage:
             cost_usd=tier_cost,
             decided_at=self._decided_at,
             verdict_id=digest[:16].hex(),
+            p_violation=c.p_violation,
         )
         result.latencies_s.append(latency_s)
         result.verdicts += 1

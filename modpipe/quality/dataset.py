@@ -27,12 +27,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from escalation.cache import normalize
 from modpipe.core.decoding import load_object
 from modpipe.core.errors import InvalidRecord, StackError
 from modpipe.core.kafka import access, consumer_options, topic_partitions
 from modpipe.core.records import MAX_DEPTH
 from modpipe.core.settings import KafkaSettings, Settings
+from modpipe.core.text import normalize
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,12 @@ the last token, trained with binary cross-entropy: `problem_type:
 multi_label_classification`); LoRA adapters on the attention and MLP projections and the
 new head are trained, then merged, so the saved directory is a plain
 `*ForSequenceClassification` checkpoint with the tokenizer and `id2label` = the policy's
-categories. `vllm serve DIR --runner pooling` serves it on `/classify`; `modpipe.yaml` in
-the directory holds the matching `classifier` settings (labels from `id2label`, sigmoid).
+categories. `vllm serve DIR --runner pooling --max-model-len MAX_LENGTH` serves it on
+`/classify`; `modpipe.yaml` in the directory holds the matching `classifier` settings:
+`model_dir` points at the directory itself, so the backend reads labels (`id2label`) and
+activation (`problem_type`) from the same config.json vLLM loads, never a second copy.
+Serving with the training `max_length` as the context makes vLLM truncate a long post
+where training did.
 
 Needs the `finetune` extra (torch, transformers, peft, accelerate), imported only here.
 A post labelled violating without categories counts as `policy.cpu_category`.
@@ -205,7 +209,7 @@ def finetune(
         "options": asdict(opts),
     }
     (out / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "modpipe.yaml").write_text(serving_settings(out))
+    (out / "modpipe.yaml").write_text(serving_settings(out, opts.max_length))
     return report
 
 
@@ -219,17 +223,22 @@ def served_labels(model_dir: Path) -> list[str]:
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
-def serving_settings(model_dir: Path) -> str:
-    """The `classifier` section that points the vllm-classify backend at this model."""
+def serve_command(model_dir: Path, max_length: int) -> str:
+    """How to serve the saved model so that vLLM truncates where training did."""
+    return f"vllm serve {model_dir} --runner pooling --max-model-len {max_length}"
+
+
+def serving_settings(model_dir: Path, max_length: int = 256) -> str:
+    """The `classifier` section that points the vllm-classify backend at this model: labels
+    and activation are read from the directory's config.json (`model_dir`)."""
     section = {
         "classifier": {
             "backend": "vllm-classify",
             "model": str(model_dir.resolve()),  # the name `vllm serve DIR` serves it under
-            "labels": served_labels(model_dir),
-            "activation": "sigmoid",
+            "model_dir": str(model_dir.resolve()),
         }
     }
-    head = f"# written by `modpipe finetune`; serve with: vllm serve {model_dir} --runner pooling\n"
+    head = f"# written by `modpipe finetune`; serve with: {serve_command(model_dir, max_length)}\n"
     return head + yaml.safe_dump(section, sort_keys=False)
 
 

@@ -33,8 +33,6 @@ from modpipe.core.offsets import OffsetTracker
 from modpipe.core.records import Incoming, dead_letter, parse_review, wire_limits
 from modpipe.core.settings import Settings
 from modpipe.core.transactions import (
-    Fenced,
-    PartitionOutput,
     PartitionTransactions,
     TransactionalPublisher,
     TransactionFailed,
@@ -130,17 +128,7 @@ class Feeder:
         """Exactly once: fence the partitions' earlier owners, then read where they committed."""
         if self._txns is None or not assigned:
             return
-        self._consumer.pause(*assigned)  # nothing fetched from an older position meanwhile
-        try:
-            await self._txns.assign(assigned)
-            for tp in assigned:
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
-        finally:
-            self._consumer.resume(*assigned)
+        await self._txns.take_over(self._consumer, assigned)
 
     async def hand_over(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in hand, commit what may be, and let the partitions go."""
@@ -236,17 +224,4 @@ class Feeder:
             await self._consumer.commit(positions)
             self.offsets.mark_committed(positions)
             return
-        outputs = {tp: PartitionOutput([], p) for tp, p in positions.items()}
-        lost: set[TopicPartition] = set()
-        failed: set[TopicPartition] = set()
-        try:
-            await self._txns.commit(outputs)
-        except Fenced as exc:
-            lost = exc.partitions
-        except TransactionFailed as exc:
-            lost, failed = exc.fenced, exc.failed
-            log.warning("review feed commit failed (%s); will retry", exc)
-        self.offsets.forget(lost)
-        self.offsets.mark_committed(
-            {tp: p for tp, p in positions.items() if tp not in lost and tp not in failed}
-        )
+        await self._txns.commit_tracked(self.offsets, positions)

@@ -13,6 +13,7 @@ import yaml
 
 pytest.importorskip("peft", reason="needs the finetune extra: pip install -e '.[finetune]'")
 
+from classifiers.vllm_classify import labels_from_model
 from modpipe.cli import main
 from modpipe.core.settings import load_settings
 from modpipe.quality.finetune import predict, served_labels
@@ -101,8 +102,11 @@ def test_finetune_learns_merges_and_reloads(tmp_path: Path, one_thread: None) ->
     assert config["problem_type"] == "multi_label_classification"
     assert not (out / "adapter_config.json").exists()
     serving = yaml.safe_load((out / "modpipe.yaml").read_text())["classifier"]
-    assert serving["labels"] == categories and serving["activation"] == "sigmoid"
     assert serving["backend"] == "vllm-classify"
+    # Labels and activation come from the model's own config.json, not a second copy.
+    assert serving["model_dir"] == str(out.resolve()) and "labels" not in serving
+    labels, activation = labels_from_model(Path(serving["model_dir"]), categories)
+    assert labels == categories and activation == "sigmoid"
 
     # The saved model reloads with the predictions the merged model gave in memory ...
     reloaded = predict(out, report["probe_texts"])
