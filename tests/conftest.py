@@ -34,7 +34,16 @@ def make_settings() -> MakeSettings:
                 "review": f"t-{tag}-review",
                 "dlq": f"t-{tag}-dlq",
                 "labels": f"t-{tag}-labels",
+                "notices": f"t-{tag}-notices",
+                "appeals": f"t-{tag}-appeals",
+                "statements": f"t-{tag}-statements",
             },
+            "appeals": {"group_id": f"test-appeals-{tag}"},
+            "statements": {
+                "group_id": f"test-statements-{tag}",
+                "submit_group_id": f"test-submitter-{tag}",
+            },
+            "shadow": {"group_id": f"test-shadow-{tag}", "topic": f"t-{tag}-shadow"},
             "escalation": {"group_id": f"test-escalator-{tag}"},
             "redis": {"key_prefix": f"test-{tag}"},
             "delivery": {"final_verdict_ttl_s": 3600},  # the shared Redis forgets tests' posts

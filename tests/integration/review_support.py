@@ -219,6 +219,8 @@ def env_for(settings: Settings) -> dict[str, str]:
             "MODPIPE_TOPICS__VERDICTS": t.verdicts,
             "MODPIPE_TOPICS__LABELS": t.labels,
             "MODPIPE_TOPICS__DLQ": t.dlq,
+            "MODPIPE_TOPICS__APPEALS": t.appeals,
+            "MODPIPE_APPEALS__GROUP_ID": settings.appeals.group_id,
             "MODPIPE_KAFKA__PARTITIONS": str(settings.kafka.partitions),
             "MODPIPE_KAFKA__SESSION_TIMEOUT_S": str(settings.kafka.session_timeout_s),
             "MODPIPE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
