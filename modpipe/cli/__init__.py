@@ -19,6 +19,7 @@ from modpipe.cli import (
     cost,
     dataset,
     demo,
+    doctor,
     finetune,
     flywheel,
     plan,
@@ -45,6 +46,7 @@ COMMANDS = (
     dataset,
     flywheel,
     finetune,
+    doctor,
 )
 
 
