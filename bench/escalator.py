@@ -20,9 +20,9 @@ from pathlib import Path
 
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from modpipe.core.settings import Settings, load_settings
 from tests.openai_wire_server import openai_wire_server
 

@@ -289,6 +289,15 @@ class ReviewSettings(Section):
         return _no_password(value)
 
 
+class LoggingSettings(Section):
+    """How commands log (modpipe/core/logs.py): text or JSON lines, and how many
+    per-record warnings of one reason pass per interval."""
+
+    format: Literal["text", "json"] = "text"
+    per_record_limit: int = Field(5, ge=1)
+    per_record_interval_s: float = Field(60.0, gt=0)
+
+
 class StackSettings(Section):
     home: Path = Path("~/.cache/modpipe").expanduser()
     kafka_version: str = "4.1.1"
@@ -339,6 +348,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     review: ReviewSettings = ReviewSettings()
     learning: LearningSettings = LearningSettings()
+    logging: LoggingSettings = LoggingSettings()
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY"), exclude=True
     )

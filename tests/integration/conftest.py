@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from classifiers import build_classifier
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.core.kafka import client_options, ensure_pipeline_topics, topic_partitions
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from modpipe.core.settings import Settings, load_settings
 from streams.app import TriageWorker
 from tests.conftest import CONFIG
