@@ -121,7 +121,7 @@ async def run_demo(settings: Settings, posts: int = 3000, timeout_s: float = 180
     from modpipe.stack import stack_up
     from streams.app import TriageWorker
 
-    await asyncio.to_thread(stack_up, settings)
+    await stack_up(settings)
     await ensure_pipeline_topics(settings)
     run = f"demo-{uuid.uuid4().hex[:8]}"
     values, ids = generate_posts(posts, run, random.Random(7))

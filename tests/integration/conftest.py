@@ -27,7 +27,7 @@ def local_stack() -> None:
     """Kafka and Redis on 127.0.0.1, as `make test` starts them (idempotent)."""
     from modpipe.stack import stack_up
 
-    stack_up(load_settings(CONFIG))
+    asyncio.run(stack_up(load_settings(CONFIG)))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
