@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install redis-server browser prometheus stack-up stack-down demo test test-unit lint bench clean
+.PHONY: install redis-server browser prometheus stack-up stack-down demo test test-unit lint bench clean docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +60,7 @@ test: stack-up browser prometheus $(VENV)/.finetune vllm-venv
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
-SOURCES := modpipe streams classifiers escalation configs tests bench
+SOURCES := modpipe streams classifiers escalation configs tests bench docs
 
 lint: install
 	$(BIN)/ruff check $(SOURCES)
@@ -69,8 +69,18 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m tests.ops.manifests
 
+# The docs site (MkDocs Material, the `docs` extra): the reference pages are generated from
+# the code first; --strict fails on a broken link, anchor or nav entry.
+$(VENV)/.docs: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: stack-up
 	$(BIN)/modpipe bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache site

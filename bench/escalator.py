@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.escalator [--posts 2000] [--latency 0.5] [--in-flight 64]
 
-Runs the escalation worker on the local Kafka and Redis against the OpenAI wire-format
-test server (tests/openai_wire_server.py) with a fixed latency per call, on posts of
-which `--repeat` are copies of earlier texts (case and spacing changed). The baseline,
+Runs the escalation worker on the local Kafka and Redis against an OpenAI-compatible
+endpoint (the label oracle, modpipe/quality/label_oracle.py) with a fixed latency per
+call, on posts of which `--repeat` are copies of earlier texts (case and spacing
+changed). The baseline,
 in the same run, is the same worker with one call in flight.
 """
 
@@ -20,11 +21,11 @@ from pathlib import Path
 
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from modpipe.core.settings import Settings, load_settings
-from tests.openai_wire_server import openai_wire_server
+from modpipe.quality.label_oracle import label_oracle
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -94,8 +95,7 @@ async def main() -> None:
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--repeat", type=float, default=0.3)
     args = p.parse_args()
-    async with openai_wire_server() as server:
-        server.behaviour.latency_s = args.latency
+    async with label_oracle({}, latency_s=args.latency) as server:
         serial, _ = await run(server.url, 20, 1, 0.0)
         server.calls.clear()
         rate, metrics = await run(server.url, args.posts, args.in_flight, args.repeat)

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections import Counter, defaultdict
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -192,10 +193,13 @@ class SoakStack:
             await client.aclose()
         return time.monotonic() - started
 
-    def down(self) -> None:
+    def down(self, keep: bool = False) -> None:
         with suppress(RuntimeError, subprocess.TimeoutExpired):
             self._stack("down")
-        shutil.rmtree(self.home, ignore_errors=True)
+        if keep:
+            print(f"stack home kept (Kafka's and Redis's data): {self.home}", flush=True)
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 @dataclass
@@ -290,6 +294,7 @@ class Seen(NamedTuple):
     """One verdict read from the verdicts topic."""
 
     where: Copy
+    crc: int  # of the record's value: copies with the same crc are byte for byte the same
     action: str
     tier: str
     verdict_id: str  # "" when absent (a verdict that does not name itself)
@@ -305,6 +310,7 @@ class Ledger:
     expect_letter: dict[tuple[str, int, int], str] = field(default_factory=dict)
     published: int = 0
     bad: int = 0
+    inputs: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # partition, offset, s
     verdicts: dict[str, list[Seen]] = field(default_factory=lambda: defaultdict(list))
     escalations: dict[str, list[Copy]] = field(default_factory=lambda: defaultdict(list))
     reviews: dict[str, list[Copy]] = field(default_factory=lambda: defaultdict(list))
@@ -414,6 +420,7 @@ async def publish(
                 failed.append(item)
             else:
                 meta, (_, _, pid, kind) = fut.result(), item
+                ledger.inputs[pid] = (meta.partition, meta.offset, time.monotonic() - started)
                 ledger.published += 1
                 ledger.bad += kind is not None
                 if kind is None or kind.outcome == "decided":
@@ -483,7 +490,8 @@ async def tally(settings: Settings, ledger: Ledger) -> None:
                         sup = value.get("supersedes")
                         sup = "=" if sup == first else sup
                         tier = intern(value["tier"])
-                        seen = Seen(at, intern(value["action"]), tier, vid, sup)
+                        crc = zlib.crc32(m.value)
+                        seen = Seen(at, crc, intern(value["action"]), tier, vid, sup)
                         ledger.verdicts[pid].append(seen)
                         if tier == "human":
                             ledger.human.add(pid)
@@ -587,6 +595,7 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
     tag = uuid.uuid4().hex[:6]
     stack = SoakStack(args.port, args.redis_port)
     supervisor: Supervisor | None = None
+    code = 1
     try:
         print(f"soak {tag}: stack in {stack.home} on {stack.bootstrap}", flush=True)
         await stack.up()
@@ -671,11 +680,12 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
         codes = supervisor.stop()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
-        return report(args, ledger, supervisor, rate, drain_s, down, codes, backlog, happened)
+        code = report(args, ledger, supervisor, rate, drain_s, down, codes, backlog, happened)
+        return code
     finally:
         if supervisor is not None:
             supervisor.stop(10)
-        stack.down()
+        stack.down(keep=args.keep and code != 0)
 
 
 def duplicates(copies: dict[Any, list[Copy]]) -> dict[Any, list[Copy]]:
@@ -711,8 +721,21 @@ def verdict_copies(seen: list[Seen]) -> list[list[Seen]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def before(happened: list[tuple[float, str]], ts_ms: int) -> str:
-    """The last planned event before a record's timestamp."""
+def where_from(ledger: Ledger, pid: str) -> str:
+    """Where a post was published: partition, offset, seconds into the run."""
+    got = ledger.inputs.get(pid)
+    return "?" if got is None else f"posts p{got[0]}@{got[1]}, acked at {got[2]:.1f}s"
+
+
+def before(happened: list[tuple[float, str]], ts_ms: int, window_s: float = 60.0) -> str:
+    """The planned events in the `window_s` before a record's timestamp (else the last)."""
+    near = [
+        f"{what} ({ts_ms / 1000 - at:.1f}s before)"
+        for at, what in happened
+        if 0 <= ts_ms / 1000 - at <= window_s
+    ]
+    if near:
+        return ", ".join(near)
     last = [
         f"{what} ({ts_ms / 1000 - at:.1f}s before)" for at, what in happened if at <= ts_ms / 1000
     ]
@@ -801,10 +824,12 @@ def evidence(
     for pid, groups in list(dup_verdicts.items())[:most]:
         for g in groups:
             copies = ", ".join(
-                f"p{v.where.partition}@{v.where.offset} {v.tier}:{v.action}" for v in g
+                f"p{v.where.partition}@{v.where.offset} {v.tier}:{v.action} "
+                f"crc={v.crc:08x} ts={v.where.ts_ms}"
+                for v in g
             )
             out.append(
-                f"  duplicate verdict {pid!r}: {copies}; "
+                f"  duplicate verdict {pid!r} (input {where_from(ledger, pid)}): {copies}; "
                 f"before the 2nd: {before(happened, g[1].where.ts_ms)}"
             )
     per_topic: tuple[tuple[str, dict[Any, list[Copy]]], ...] = (
@@ -826,7 +851,8 @@ def evidence(
                 f"  conflict {pid!r}: p{e.where.partition}@{e.where.offset} "
                 f"{e.tier}:{e.action} id={e.verdict_id or '-'} then "
                 f"p{later.where.partition}@{later.where.offset} {later.tier}:{later.action} "
-                f"id={later.verdict_id or '-'} supersedes={later.supersedes}; "
+                f"id={later.verdict_id or '-'} supersedes={later.supersedes} "
+                f"(input {where_from(ledger, pid)}); "
                 f"before the later: {before(happened, later.where.ts_ms)}"
             )
     for pid, item, at in ledger.shown_again[:most]:
@@ -866,6 +892,9 @@ def main() -> int:
         "on an append-only file (kill), or not at all",
     )
     parser.add_argument("--console-port", type=int, default=0, help="0: a free port")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the stack's data when the soak fails"
+    )
     args = parser.parse_args()
     # The frontier (the OpenAI wire-format test server) in a process of its own, so that
     # its HTTP work does not slow the publisher and the tally.

@@ -3,18 +3,24 @@
 By default it is the model packaged with `alt-profanity-check` (a linear SVM on
 TF-IDF features, calibrated, trained on public toxicity data), which scores offensive
 language and maps onto one policy category. `modpipe train` writes a model directory
-that this backend loads instead (see classifiers/training.py).
+that this backend loads instead (see modpipe/quality/training.py).
+
+A trained model is a skops file (`model.skops`): loading it builds only the types it
+names, and only scikit-learn, NumPy and SciPy types are accepted, so a model file cannot
+run code. A pickle (`model.joblib`, what `modpipe train` wrote before) could, so it is
+refused with a message saying to retrain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import joblib
+import skops.io
 
 from classifiers.base import Classification
 from modpipe.core.cost import estimate_tokens
@@ -22,6 +28,34 @@ from modpipe.core.errors import ClassifierError, ConfigError
 from modpipe.core.settings import Settings
 
 PACKAGED_MODEL = "alt-profanity-check"
+MODEL_FILE = "model.skops"
+_TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+
+
+def save_model(estimator: Any, model_dir: Path) -> Path:
+    """Write `estimator` as `model_dir/model.skops` (compressed); its path."""
+    path = model_dir / MODEL_FILE
+    skops.io.dump(estimator, path, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+    return path
+
+
+def load_model(model_dir: Path) -> Any:
+    """The estimator in `model_dir`, built from scikit-learn, NumPy and SciPy types only."""
+    path = model_dir / MODEL_FILE
+    if not path.exists() and (model_dir / "model.joblib").exists():
+        raise ConfigError(
+            f"classifier.model_path {model_dir} holds model.joblib, a pickle that can run "
+            "code when loaded; modpipe loads only model.skops: retrain it with `modpipe "
+            "train` (same data and options)"
+        )
+    named = skops.io.get_untrusted_types(file=path)
+    foreign = [t for t in named if not t.startswith(_TRUSTED_MODULES)]
+    if foreign:
+        raise ConfigError(
+            f"classifier.model_path {model_dir}: {MODEL_FILE} names types outside "
+            f"scikit-learn, NumPy and SciPy, refused: {', '.join(sorted(foreign))}"
+        )
+    return skops.io.load(path, trusted=named)
 
 
 class CpuClassifier:
@@ -50,8 +84,8 @@ class CpuClassifier:
             return cls(estimator, category, PACKAGED_MODEL)
         try:
             meta = json.loads((model_dir / "meta.json").read_text())
-            estimator = joblib.load(model_dir / "model.joblib")
-        except (OSError, ValueError) as exc:
+            estimator = load_model(model_dir)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise ConfigError(
                 f"classifier.model_path {model_dir}: cannot load model: {exc}"
             ) from exc

@@ -66,6 +66,9 @@ class OpenAIWireServer:
         self.url = ""
         self.in_flight = 0
         self.max_in_flight = 0
+        # GET /v1/models: the models offered, and the key it requires (None: any).
+        self.models = ["gpt-4.1-mini", "gpt-4.1", "omni-moderation-latest"]
+        self.key: str | None = None
 
     def _fault(self) -> str | None:
         if self.behaviour.script:
@@ -181,13 +184,29 @@ class OpenAIWireServer:
             }
         )
 
+    async def list_models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: 401 without the key when one is set, else the model list."""
+        if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                    }
+                },
+                status=401,
+            )
+        data = [{"id": m, "object": "model", "owned_by": "test"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
 
 @asynccontextmanager
 async def openai_wire_server() -> AsyncIterator[OpenAIWireServer]:
     """Serve on 127.0.0.1 on a free port for the length of the block."""
     server = OpenAIWireServer()
     async with serve(
-        {"/v1/chat/completions": server.chat, "/v1/moderations": server.moderations}
+        {"/v1/chat/completions": server.chat, "/v1/moderations": server.moderations},
+        {"/v1/models": server.list_models},
     ) as url:
         server.url = url
         yield server

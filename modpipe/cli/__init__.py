@@ -19,6 +19,7 @@ from modpipe.cli import (
     cost,
     dataset,
     demo,
+    doctor,
     finetune,
     flywheel,
     plan,
@@ -34,6 +35,7 @@ from modpipe.cli import (
     workers,
 )
 from modpipe.core.errors import ModpipeError
+from modpipe.core.logs import configure_logging
 from modpipe.core.settings import CONFIG_ENV, load_settings
 
 COMMANDS = (
@@ -55,6 +57,7 @@ COMMANDS = (
     shadow,
     statements,
     transparency,
+    doctor,
 )
 
 
@@ -77,10 +80,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `modpipe` console script."""
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(args.log_level)  # text until the settings say otherwise
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "stack":  # refused connections while a broker boots are expected
@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config" and args.action == "check":
             return int(args.func(None, args))  # validates its own file
         settings = load_settings(args.config)
+        configure_logging(
+            args.log_level,
+            settings.logging.format,
+            settings.logging.per_record_limit,
+            settings.logging.per_record_interval_s,
+        )
         return int(args.func(settings, args))
     except ModpipeError as exc:
         print(f"modpipe: {exc}", file=sys.stderr)

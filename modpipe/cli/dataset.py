@@ -10,13 +10,16 @@ import random
 from pathlib import Path
 from typing import Any
 
+from modpipe.cli.progress import progress_bars
 from modpipe.core.settings import Settings
 from modpipe.quality.dataset import build, in_test, snapshot, write
 from modpipe.quality.public import LOADERS, load_public
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
-    data = build(asyncio.run(snapshot(settings)), settings)
+    with progress_bars() as progress:
+        snap = asyncio.run(snapshot(settings, progress))
+    data = build(snap, settings)
     out: Path = args.out or settings.learning.out_dir / "dataset"
     paths = write(data, out)
     print(json.dumps(data.counts, indent=2))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modpipe.cli.progress import progress_bars
 from modpipe.core.settings import Settings
 from modpipe.quality.finetune import FinetuneOptions, finetune, load_examples, serve_command
 
@@ -25,7 +26,8 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
         seed=args.seed,
         dtype=args.dtype,
     )
-    report = finetune(args.base, examples, categories, args.out, opts)
+    with progress_bars() as progress:
+        report = finetune(args.base, examples, categories, args.out, opts, progress)
     summary = {k: v for k, v in report.items() if k not in ("losses", "probe_scores")}
     print(json.dumps(summary, indent=2))
     print(f"serve: {serve_command(args.out, args.max_length)}")

@@ -1,26 +1,24 @@
 """`modpipe flywheel`: replay the learning loop on labelled JSONL (see
 modpipe/quality/flywheel.py).
 
-Its frontier is the OpenAI wire-format test server, which answers from the labels. That
-server lives in the source checkout's tests/ and is not installed with the package, so
-this command runs only from a source checkout; the product's own paths never import it.
+Its frontier is a label oracle (modpipe/quality/label_oracle.py): an OpenAI-compatible
+endpoint that answers each escalated post with its label from `--data`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from modpipe.core.errors import ConfigError
+from modpipe.cli.progress import progress_bars
 from modpipe.core.settings import Settings, config_path
 from modpipe.quality.datasets import Labelled, load_labelled
 from modpipe.quality.flywheel import FlywheelOptions, run_flywheel
+from modpipe.quality.label_oracle import label_oracle
 
 COLUMNS = (
     ("round", "{:>5}"),
@@ -34,20 +32,6 @@ COLUMNS = (
 )
 
 
-def wire_server() -> Any:
-    """`tests.openai_wire_server.openai_wire_server` from the source checkout."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "tests" / "openai_wire_server.py").is_file():
-        raise ConfigError(
-            "modpipe flywheel needs a source checkout: its frontier is the test server "
-            "tests/openai_wire_server.py, which is not installed with the package "
-            f"(none under {root})"
-        )
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module("tests.openai_wire_server").openai_wire_server
-
-
 async def _replay(
     settings: Settings,
     base: Path,
@@ -57,10 +41,8 @@ async def _replay(
     quiet: bool,
 ) -> list[dict[str, Any]]:
     category = settings.policy.cpu_category
-    async with wire_server()() as server:
-        server.answers.update(
-            {t: [category] if y else [] for t, y in zip(data.texts, data.labels, strict=True)}
-        )
+    answers = {t: [category] if y else [] for t, y in zip(data.texts, data.labels, strict=True)}
+    async with label_oracle(answers) as server:
         if not quiet:
             print(
                 " ".join(
@@ -68,9 +50,10 @@ async def _replay(
                     for name, fmt in COLUMNS
                 )
             )
-        return await run_flywheel(
-            base, data, evalset, server.url, opts, (lambda _: None) if quiet else _row
-        )
+        with progress_bars() as progress:
+            return await run_flywheel(
+                base, data, evalset, server.url, opts, (lambda _: None) if quiet else _row, progress
+            )
 
 
 def _row(result: dict[str, Any]) -> None:
@@ -100,9 +83,7 @@ def cmd_flywheel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    s = sub.add_parser(
-        "flywheel", help="replay the learning loop on labelled JSONL (source checkout)"
-    )
+    s = sub.add_parser("flywheel", help="replay the learning loop on labelled JSONL")
     s.add_argument("--data", type=Path, required=True, help="the stream: JSONL with text and label")
     s.add_argument("--eval", type=Path, required=True, help="held-out JSONL with text and label")
     s.add_argument("--rounds", type=int, default=3)

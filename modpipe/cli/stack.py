@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from typing import Any
 
+from modpipe.cli.progress import progress_bars
 from modpipe.core.settings import Settings
 from modpipe.stack import stack_down, stack_status, stack_up, status_report
 
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
-        stack_up(settings, brokers=args.brokers, secure=args.secure or None)
+        with progress_bars() as progress:
+            asyncio.run(
+                stack_up(
+                    settings, brokers=args.brokers, secure=args.secure or None, progress=progress
+                )
+            )
     elif args.action == "down":
         stack_down(settings)
     if args.json:
-        report = status_report(settings)
+        report = asyncio.run(status_report(settings))
         print(json.dumps(report, indent=2))
         states = [s["state"] for s in report["services"]]
     else:
-        found = stack_status(settings)
+        found = asyncio.run(stack_status(settings))
         for s in found:
             pid = f"pid={s.pid}" if s.pid else "not started by modpipe"
             print(f"{s.service.name:<8} {s.service.address:<16} {s.state:<12} {pid}")

@@ -310,13 +310,14 @@ def dead_letter(msg: Incoming, error: BaseException, dlq_topic: str) -> Outgoing
     """
     reason = error.reason if isinstance(error, InvalidRecord) else "internal"
     text = readable_error(error)
-    log.warning(
+    log.warning(  # one bad record: rate-limited per reason (modpipe/core/logs.py)
         "dead letter topic=%s partition=%d offset=%d reason=%s: %s",
         msg.topic,
         msg.partition,
         msg.offset,
         reason,
         text,
+        extra={"per_record": f"dead letter {reason}"},
     )
     value = msg.value or b""
     value_b64, value_cut = _kept(value, DLQ_KEEP_BYTES)

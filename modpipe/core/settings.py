@@ -335,6 +335,15 @@ class StatementsSettings(Section):
         return _secret_from_file(data, "token", "token_file")
 
 
+class LoggingSettings(Section):
+    """How commands log (modpipe/core/logs.py): text or JSON lines, and how many
+    per-record warnings of one reason pass per interval."""
+
+    format: Literal["text", "json"] = "text"
+    per_record_limit: int = Field(5, ge=1)
+    per_record_interval_s: float = Field(60.0, gt=0)
+
+
 class StackSettings(Section):
     home: Path = Path("~/.cache/modpipe").expanduser()
     kafka_version: str = "4.1.1"
@@ -469,6 +478,7 @@ class Settings(BaseSettings):
     promote: PromoteSettings = PromoteSettings()
     appeals: AppealsSettings = AppealsSettings()
     statements: StatementsSettings = StatementsSettings()
+    logging: LoggingSettings = LoggingSettings()
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY"), exclude=True
     )

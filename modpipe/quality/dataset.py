@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from modpipe.core.decoding import load_object
 from modpipe.core.errors import InvalidRecord, StackError
 from modpipe.core.kafka import access, consumer_options, topic_partitions
+from modpipe.core.progress import Progress, no_progress
 from modpipe.core.records import MAX_DEPTH
 from modpipe.core.settings import KafkaSettings, Settings
 from modpipe.core.text import normalize
@@ -74,10 +75,14 @@ class Snapshot:
 
 
 async def read_topics(
-    kafka: KafkaSettings, names: Iterable[str], timeout_s: float = 60.0
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    timeout_s: float = 60.0,
+    progress: Progress = no_progress,
 ) -> dict[str, list[tuple[float, dict[str, Any]]]]:
     """Each topic in `names` from its beginning to its end at the time of the call; values
-    that are not JSON objects are skipped (the workers already dead-lettered them)."""
+    that are not JSON objects are skipped (the workers already dead-lettered them). The
+    records read are counted to `progress`."""
     names = list(names)
     out: dict[str, list[tuple[float, dict[str, Any]]]] = {n: [] for n in names}
     consumer = AIOKafkaConsumer(**consumer_options(kafka, None))  # committed transactions only
@@ -89,6 +94,8 @@ async def read_topics(
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
         todo = {tp for tp in parts if ends[tp] > 0}
+        total, done = sum(ends.values()), 0
+        progress("reading the topics", 0, total)
         deadline = time.monotonic() + timeout_s
         while todo:
             if time.monotonic() > deadline:
@@ -98,6 +105,8 @@ async def read_topics(
                 for m in messages:
                     if m.offset < ends[tp]:
                         _keep(out[tp.topic], m.timestamp / 1000, m.value)
+                done += len(messages)
+            progress("reading the topics", min(done, total), total)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
@@ -117,10 +126,11 @@ def _keep(into: list[tuple[float, dict[str, Any]]], ts: float, raw: bytes | None
     into.append((ts, value))
 
 
-async def snapshot(settings: Settings) -> Snapshot:
+async def snapshot(settings: Settings, progress: Progress = no_progress) -> Snapshot:
     """The four topics the dataset is built from."""
     t = settings.topics
-    got = await read_topics(settings.kafka, [t.escalations, t.verdicts, t.review, t.labels])
+    names = [t.escalations, t.verdicts, t.review, t.labels]
+    got = await read_topics(settings.kafka, names, progress=progress)
     return Snapshot(got[t.escalations], got[t.verdicts], got[t.review], got[t.labels])
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from modpipe.core.errors import ConfigError
+from modpipe.core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def finetune(
     categories: list[str],
     out: Path,
     opts: FinetuneOptions,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Train, merge the adapters, save `out`; returns what was measured (also in
     `out/finetune.json`), with the merged model's probabilities on the first examples so
@@ -182,6 +184,7 @@ def finetune(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        progress("fine-tuning (steps)", step + 1, steps)
         tokens += int(enc["attention_mask"].sum())
         if step % 50 == 0:
             log.info("step %d/%d loss %.4f", step + 1, steps, losses[-1])

@@ -43,6 +43,7 @@ from modpipe.core.kafka import (
     topic_partitions,
 )
 from modpipe.core.metrics import Metrics
+from modpipe.core.progress import Progress, no_progress
 from modpipe.core.records import Label, Outgoing, encode, wire_limits
 from modpipe.core.settings import RoutingSettings, Settings, load_settings
 from modpipe.quality.bands import band_table, best_for_error, evaluate, score
@@ -289,8 +290,10 @@ async def run_flywheel(
     frontier_url: str,
     opts: FlywheelOptions,
     on_round: Callable[[dict[str, Any]], None] = lambda _: None,
+    progress: Progress = no_progress,
 ) -> list[dict[str, Any]]:
-    """Round 0 (the starting model and bands) and `opts.rounds` rounds of the loop."""
+    """Round 0 (the starting model and bands) and `opts.rounds` rounds of the loop; the
+    rounds done are counted to `progress`."""
     slice_size = min(opts.slice_size, len(data) // opts.rounds)
     if slice_size < 50:
         raise ConfigError(f"--data has {len(data)} rows: too few for {opts.rounds} rounds")
@@ -308,6 +311,7 @@ async def run_flywheel(
         "frontier_cost_usd": 0.0,
     }
     rounds = [first]
+    progress("flywheel rounds", 0, opts.rounds)
     on_round(first)
     for r in range(1, opts.rounds + 1):
         tag = f"{replay}-r{r}"
@@ -341,6 +345,7 @@ async def run_flywheel(
         }
         rounds.append(result)
         on_round(result)
+        progress("flywheel rounds", r, opts.rounds)
     (opts.out_dir / "rounds.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
     return rounds
 

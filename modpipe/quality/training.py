@@ -2,8 +2,9 @@
 
 Word 1-2-grams and character 2-5-grams (TF-IDF, sublinear) feed a logistic regression,
 whose probabilities are close to calibrated on the training distribution. The artifact
-is a directory: `model.joblib` (the scikit-learn pipeline) and `meta.json` (name, data
-hash, sizes, held-out metrics), loaded by the `cpu` backend via `classifier.model_path`.
+is a directory: `model.skops` (the scikit-learn pipeline, in a format whose loading
+cannot run code) and `meta.json` (name, data hash, sizes, held-out metrics), loaded by
+the `cpu` backend via `classifier.model_path`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import joblib
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import make_pipeline, make_union
 
+from classifiers.cpu import save_model
 from modpipe.quality.datasets import Labelled
 
 
@@ -107,6 +108,6 @@ def train(
         "seed": seed,
     }
     out.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, out / "model.joblib", compress=3)
+    save_model(model, out)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -9,15 +9,17 @@ pipeline's ACLs, and Redis with a password and a TLS port; `up --brokers 3` star
 cluster with replication factor 3 and `min.insync.replicas=2`.
 """
 
-from modpipe.stack.services import (
+from modpipe.stack.layout import (
     Layout,
     Service,
     ServiceState,
     admin_kafka,
     broker_pids,
-    load_overrides,
     recorded_layout,
     secure_client_overrides,
+)
+from modpipe.stack.services import (
+    load_overrides,
     stack_down,
     stack_status,
     stack_up,

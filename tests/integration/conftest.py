@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from classifiers import build_classifier
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.core.kafka import consumer_options, ensure_pipeline_topics, topic_partitions
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from modpipe.core.settings import Settings, load_settings
 from streams.app import TriageWorker
 from tests.conftest import CONFIG
@@ -27,7 +27,7 @@ def local_stack() -> None:
     """Kafka and Redis on 127.0.0.1, as `make test` starts them (idempotent)."""
     from modpipe.stack import stack_up
 
-    stack_up(load_settings(CONFIG))
+    asyncio.run(stack_up(load_settings(CONFIG)))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -60,7 +60,7 @@ async def own_stack(make_settings: MakeSettings, tmp_path: Path) -> AsyncIterato
         escalation={"provider": "none"},
     )
     assert settings.kafka.bootstrap != load_settings(CONFIG).kafka.bootstrap
-    await asyncio.to_thread(stack_up, settings)
+    await stack_up(settings)
     try:
         yield settings
     finally:
@@ -72,7 +72,7 @@ async def restart_kafka(settings: Settings, outage_s: float = OUTAGE_S) -> None:
     start them again."""
     await asyncio.to_thread(stack_down, settings)  # bounded: SIGKILL after its timeout
     await asyncio.sleep(outage_s)
-    await asyncio.to_thread(stack_up, settings)  # bounded: fails after its timeout
+    await stack_up(settings)  # bounded: fails after its timeout
 
 
 async def test_broker_restart_loses_no_post(own_stack: Settings) -> None:

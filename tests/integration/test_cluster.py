@@ -61,7 +61,7 @@ def private_stack(home: Path, base_port: int, redis_port: int, brokers: int) -> 
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = private_stack(tmp_path_factory.mktemp("cluster"), 21192, 21479, 3)
     try:
-        stack_up(settings, timeout_s=180, brokers=3)
+        asyncio.run(stack_up(settings, timeout_s=180, brokers=3))
         yield settings
     finally:
         stack_down(settings)
@@ -71,7 +71,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = private_stack(tmp_path_factory.mktemp("single"), 22192, 22479, 1)
     try:
-        stack_up(settings, timeout_s=120)
+        asyncio.run(stack_up(settings, timeout_s=120))
         yield settings
     finally:
         stack_down(settings)
@@ -139,13 +139,13 @@ async def test_leader_kills_on_three_brokers_lose_no_post(cluster: Settings, mak
             await kill_leader(cluster, settings, settings.topics.posts)
             await publish(settings.kafka, settings.topics.posts, values(1000, 1000))
             await wait_until(lambda: len(out.verdicts) >= 1200, 120, "verdicts after kill 1")
-            await asyncio.to_thread(stack_up, cluster, 180)  # the killed broker comes back
+            await stack_up(cluster, 180)  # the killed broker comes back
             await kill_leader(cluster, settings, settings.topics.verdicts)
             await publish(settings.kafka, settings.topics.posts, values(2000, 1000))
             await wait_until(lambda: len(out.verdicts) >= n, 180, f"{n} verdicts")
         finally:
             codes = await stop_workers(workers, tasks)
-            await asyncio.to_thread(stack_up, cluster, 180)
+            await stack_up(cluster, 180)
         await out.settle()
     assert codes == [0, 0]
     assert set(out.verdicts) == {f"p{i}" for i in range(n)}  # 0 lost
@@ -176,7 +176,7 @@ async def test_recovery_after_broker_restart(single: Settings, make_settings) ->
             while broker_pids(single)[1] is not None:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2.0)  # the workers see the broker gone for a while
-            await asyncio.to_thread(stack_up, single, 120)
+            await stack_up(single, 120)
             await kafka_ready(settings.kafka, 60)
             back = time.monotonic()
             before = by_worker(out)

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from classifiers import build_classifier
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until
 from tests.openai_wire_server import openai_wire_server

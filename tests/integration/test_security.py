@@ -319,3 +319,67 @@ async def test_pipeline_on_sasl_ssl_leaks_no_secret(
     }
     leaked = [name for name, secret in secrets.items() if secret in haystack]
     assert not leaked, leaked
+
+
+# `modpipe doctor` on this stack (issue 24): healthy, then each secure item broken in turn.
+def test_doctor_on_the_secure_stack(secure_stack: SecureStack) -> None:
+    env = client_env(secure_stack)
+    add = subprocess.run(
+        [*MODPIPE, "review", "add-user", "lee", "--role", "lead"],
+        env=env,
+        input="correct-horse-battery\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert add.returncode == 0, add.stderr
+    code, output = run_cli(["doctor"], env)
+    print(output)
+    assert code == 0, output
+    assert "ok    kafka: 127.0.0.1:29194 (SASL_SSL) answers, user modpipe" in output
+    for command in ("worker", "escalator", "review serve", "produce"):
+        assert f"ok    ACLs for modpipe {command}: granted" in output, output
+    assert "ok    console users: 1 lead" in output
+    assert secure_stack.kafka_password not in output
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"MODPIPE_KAFKA__SASL_PASSWORD": "not-the-password"},
+            ["FAIL  kafka: Kafka at 127.0.0.1:29194 (SASL_SSL) rejected the credentials"],
+        ),
+        (
+            {"MODPIPE_KAFKA__SSL_CAFILE": "/etc/ssl/certs/ca-certificates.crt"},
+            ["FAIL  kafka: Kafka at 127.0.0.1:29194 (SASL_SSL): TLS certificate not trusted"],
+        ),
+        (
+            {"MODPIPE_TOPICS__DLQ": "not-granted"},
+            [
+                "FAIL  topic not-granted: TopicAuthorizationFailedError: grant DESCRIBE",
+                "FAIL  ACLs for modpipe worker: User:modpipe lacks WRITE on topic not-granted",
+            ],
+        ),
+        (
+            {"MODPIPE_ESCALATION__GROUP_ID": "not-granted"},
+            ["FAIL  ACLs for modpipe escalator: User:modpipe lacks READ on group not-granted"],
+        ),
+        (
+            {"MODPIPE_REDIS__PASSWORD": "not-the-password"},
+            ["FAIL  redis state: Redis at rediss://127.0.0.1:26480/0 refused user 'default'"],
+        ),
+    ],
+    ids=["kafka-password", "kafka-ca", "topic-acl", "group-acl", "redis-password"],
+)
+def test_doctor_names_each_broken_secure_item(
+    secure_stack: SecureStack, change: dict[str, str], expected: list[str]
+) -> None:
+    code, output = run_cli(["doctor"], client_env(secure_stack, **change))
+    print(output)  # shown with -s: the lines operators will see
+    assert code == 1, output
+    assert "Traceback" not in output, output[-3000:]
+    for line in expected:
+        assert line in output, output
+    assert secure_stack.kafka_password not in output
+    assert secure_stack.redis_password not in output

@@ -21,11 +21,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.capacity import Capacity, capacity_limited_vllm
 from classifiers import Classification
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.errors import ClassifierError
 from modpipe.core.kafka import ensure_pipeline_topics
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from modpipe.core.settings import Settings
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from classifiers import build_classifier
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.errors import ConfigError
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until
 from tests.vllm_wire_server import vllm_wire_server

@@ -15,9 +15,9 @@ import pytest
 from classifiers import build_classifier
 from escalation.frontier import build_frontier
 from escalation.worker import EscalationWorker
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from modpipe.review.console import Console
 from streams.app import TriageWorker
 from tests.integration.conftest import local_stack, wait_until

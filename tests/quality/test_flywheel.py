@@ -3,10 +3,18 @@ tests/integration/test_dataset_build.py)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import httpx
 import numpy as np
 
-from modpipe.cli.flywheel import wire_server
+from escalation.prompt import messages
+from modpipe.core.settings import load_settings
 from modpipe.quality.flywheel import calibrate, tier1_share
+from modpipe.quality.label_oracle import label_oracle
+from tests.conftest import CONFIG
 
 
 def test_a_perfect_ranking_decides_everything_and_noise_almost_nothing() -> None:
@@ -34,5 +42,26 @@ def test_calibration_spends_the_escalation_budget_even_when_it_could_save_it() -
     assert 0.09 <= escalated.mean() <= 0.1
 
 
-def test_the_frontier_server_comes_from_the_source_checkout() -> None:
-    assert wire_server().__module__ == "tests.openai_wire_server"
+async def test_the_label_oracle_answers_the_escalators_prompt_with_the_label() -> None:
+    policy = load_settings(CONFIG).policy
+    answers = {"a known insult": ["harassment"], "a kind word": []}
+    async with label_oracle(answers) as oracle, httpx.AsyncClient() as client:
+        verdicts = {}
+        for text in (*answers, "never labelled"):
+            body = {"model": "gpt-4.1-mini", "messages": messages(policy, text)}
+            reply = (await client.post(f"{oracle.url}/chat/completions", json=body)).json()
+            verdicts[text] = json.loads(reply["choices"][0]["message"]["content"])
+            assert reply["usage"]["completion_tokens"] == 30
+    assert verdicts["a known insult"]["action"] == "block"
+    assert verdicts["a known insult"]["categories"] == ["harassment"]
+    assert verdicts["a kind word"]["action"] == "allow"
+    assert verdicts["never labelled"]["action"] == "allow"
+
+
+def test_no_command_imports_the_tests_package() -> None:
+    code = (
+        "import sys, modpipe.cli\n"
+        "assert not [m for m in sys.modules if m == 'tests' or m.startswith('tests.')]"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

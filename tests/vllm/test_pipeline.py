@@ -12,9 +12,9 @@ import httpx
 
 from classifiers import build_classifier
 from classifiers.guard_prompt import GuardPrompt, load_tokenizer
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until
 from tests.vllm import reference

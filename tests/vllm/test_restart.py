@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 from classifiers import build_classifier
-from modpipe.cli.demo import Collector
 from modpipe.cli.produce import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.outcomes import Collector
 from streams.app import TriageWorker
 from tests.integration.conftest import wait_until
 from tests.vllm.conftest import GUARD_NAME
