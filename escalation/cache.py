@@ -15,13 +15,14 @@ budget counter. Without `cache_url` both roles share one server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
 import time
 import unicodedata
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -30,9 +31,12 @@ from modpipe.core.errors import CacheUnavailable
 from modpipe.core.redis_client import check_redis_access, connect_redis
 from modpipe.core.settings import RedisSettings
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]+")
 _SPACES = re.compile(r"\s+")
 _POLL_S = 0.05
+_MAX_NONSTARTERS = 8  # UAX #15 says 30; no real text stacks 8 marks on a letter
+_MAX_EXPANSION = 4
+_CUT_RUN = "\\1\u034f"  # the combining grapheme joiner, a starter: UAX #15's cut
 
 # Delete the lock only if we still hold it (it may have expired and been taken since).
 _RELEASE = (
@@ -40,9 +44,69 @@ _RELEASE = (
 )
 
 
+class _Tables(NamedTuple):
+    long_run: re.Pattern[str]  # more than _MAX_NONSTARTERS characters that reorder
+    expanding: re.Pattern[str]  # characters whose NFKC is over _MAX_EXPANSION long
+    keep: dict[int, int]  # each of those to a private-use code point of its own
+
+
+@functools.cache
+def _tables() -> _Tables:
+    """Built on first use (one pass over the code points, ~0.1 s), never at import."""
+    marks: list[int] = []
+    expanding: list[int] = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        if unicodedata.combining(char):
+            marks.append(cp)
+        elif unicodedata.decomposition(char):
+            nfkd = unicodedata.normalize("NFKD", char)
+            if unicodedata.combining(nfkd[0]):
+                marks.append(cp)
+            if len(unicodedata.normalize("NFKC", char)) > _MAX_EXPANSION:
+                expanding.append(cp)
+    # Two classes, below and above U+FFFF: the regex engine makes a bitmap of the first
+    # (one lookup per character) where one class of both would be a list of ranges.
+    run = "(?:" + _char_class(marks, 0, 0xFFFF) + "|" + _char_class(marks, 0x10000) + ")"
+    return _Tables(
+        long_run=re.compile(f"({run}{{{_MAX_NONSTARTERS}}})(?={run})"),
+        expanding=re.compile(_char_class(expanding)),
+        keep={cp: 0xF0000 + i for i, cp in enumerate(expanding)},
+    )
+
+
+def _char_class(cps: list[int], low: int = 0, high: int = 0x10FFFF) -> str:
+    parts: list[str] = []
+    chosen = [cp for cp in cps if low <= cp <= high]
+    start = prev = chosen[0]
+    for cp in [*chosen[1:], -1]:
+        if cp == prev + 1:
+            prev = cp
+            continue
+        parts.append(re.escape(chr(start)) + (f"-{re.escape(chr(prev))}" if prev > start else ""))
+        start = prev = cp
+    return "[" + "".join(parts) + "]"
+
+
 def normalize(text: str) -> str:
-    """Fold Unicode compatibility forms, case, zero-width characters and whitespace."""
-    folded = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).casefold()
+    """Fold Unicode compatibility forms, case, zero-width characters and whitespace.
+
+    Linear in the text, with a small constant whatever its characters:
+    - Unicode's canonical reordering sorts each run of combining marks, quadratic in the
+      run's length, so runs are first cut every 8 marks by U+034F (the Stream-Safe Text
+      Format of UAX #15);
+    - the few characters whose compatibility form is long (U+FDFA is 18 characters) stay
+      themselves, as private-use characters of their own, so no text grows many-fold.
+    """
+    if text.isascii():  # NFKC leaves ASCII alone, and it has no zero-width characters
+        return _SPACES.sub(" ", text.casefold()).strip()
+    tables = _tables()
+    text = tables.long_run.sub(_CUT_RUN, text)
+    if tables.expanding.search(text):
+        text = text.translate(tables.keep)
+    folded = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).casefold()
     return _SPACES.sub(" ", folded).strip()
 
 
