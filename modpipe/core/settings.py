@@ -186,6 +186,9 @@ class EscalationSettings(Section):
     breaker_failures: int = Field(5, ge=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)
     commit_interval_s: float = Field(0.1, gt=0)
+    # `reasoning` models (o-series, gpt-5) refuse `max_tokens` and `temperature`: they get
+    # `max_completion_tokens` and the server's sampling (so an invalid reply is retried).
+    model_family: Literal["chat", "reasoning"] = "chat"
 
 
 def _no_password(url: str | None) -> str | None:
