@@ -386,7 +386,13 @@ async def test_a_cached_value_of_another_shape_is_a_miss(
     settings = chat_settings(make_settings, wire)
     tier = build_frontier(settings, Metrics())
     assert tier is not None
-    key = cache_key(settings.policy.version, "chat", settings.escalation.model, "old text")
+    key = cache_key(
+        settings.policy.version,
+        "chat",
+        settings.escalation.model,
+        "old text",
+        tier.provider.fingerprint,
+    )
     client = aioredis.Redis.from_url(settings.redis.url)
     await client.set(
         f"{settings.redis.key_prefix}:verdict:{key}", json.dumps({"verdict": "x"}), ex=60
