@@ -41,11 +41,14 @@ _MAX_NONSTARTERS = 8  # UAX #15 says 30; no real text stacks 8 marks on a letter
 _MAX_EXPANSION = 4
 _CUT_RUN = "\\1\u034f"  # the combining grapheme joiner, a starter: UAX #15's cut
 
-# Push the lock's expiry out only if we still hold it.
-_EXTEND = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-)
+# Push the lock's expiry out if we still hold it, or take it back if it expired and
+# nobody took it meanwhile (a stalled event loop); 0 once another caller holds it.
+_EXTEND = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not holder then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
 # Delete the lock only if we still hold it (it may have expired and been taken since).
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"

@@ -235,7 +235,8 @@ class FrontierTier:
 
     async def _holding(self, cache: VerdictCache, key: str, token: str, text: str) -> Decided:
         """Decide `text` under the lock `token`, kept alive until the verdict is stored."""
-        keeper = asyncio.create_task(self._keep_lock(cache, key, token))
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lock(cache, key, token, done))
         try:
             # Another worker may have stored the verdict and unlocked since our miss.
             again = _from_cache(await self._redis(cache.get, key))
@@ -251,16 +252,22 @@ class FrontierTier:
             await self._redis(cache.put, key, stored)
             return decided
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            # Stopped, never cancelled: a redis-py command cancelled mid-flight can hang.
+            done.set()
+            await keeper
             await self._redis(cache.unlock, key, token)
 
-    async def _keep_lock(self, cache: VerdictCache, key: str, token: str) -> None:
-        """Extend the lock every third of its TTL, so a call of any length holds it."""
-        every_s = cache.lock_ttl_s / 3
+    async def _keep_lock(
+        self, cache: VerdictCache, key: str, token: str, done: asyncio.Event
+    ) -> None:
+        """Extend the lock every quarter of its TTL until `done`, so a call of any length
+        holds it."""
+        every_s = cache.lock_ttl_s / 4
         while True:
-            await asyncio.sleep(every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every_s)
+            if done.is_set():
+                return
             try:
                 if not await cache.extend(key, token):
                     log.warning("lost the single-flight lock key=%s during a call", key[:16])
