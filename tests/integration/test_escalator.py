@@ -121,15 +121,7 @@ async def test_transient_faults_are_retried_until_a_verdict(
     make_settings, wire: OpenAIWireServer
 ) -> None:
     settings = chat_settings(make_settings, wire, timeout_s=0.5, deadline_s=20.0)
-    wire.behaviour.script = [
-        "429",
-        "500",
-        "hang",
-        "malformed",
-        "schema",
-        "unknown_category",
-        "refusal",
-    ] * 3
+    wire.behaviour.script = ["429", "500", "hang", "malformed"] * 3
     collector, metrics = await escalate_all(
         settings, [escalation(f"e{i}", f"text {i}") for i in range(100)], verdicts=100
     )
@@ -141,6 +133,27 @@ async def test_transient_faults_are_retried_until_a_verdict(
     for status in ("429", "5xx", "timeout", "invalid_output"):
         assert counted.labels("chat", status)._value.get() >= 3, status
     assert counted.labels("chat", "ok")._value.get() == 100
+
+
+async def test_deterministic_failures_go_to_review_after_one_call(
+    make_settings, wire: OpenAIWireServer
+) -> None:
+    # At temperature 0 the model answers a post the same way every time: a refusal or a
+    # reply that breaks the schema is final, and says nothing about the provider's health.
+    settings = chat_settings(make_settings, wire, breaker_failures=3)
+    faults = ["schema", "unknown_category", "refusal"] * 4
+    wire.behaviour.script = list(faults)
+    n = len(faults) + 8
+    collector, metrics = await escalate_all(
+        settings, [escalation(f"e{i}", f"text {i}") for i in range(n)], verdicts=n, review=12
+    )
+    verdicts = final_verdicts(collector)
+    tiers = sorted(v[0]["tier"] for v in verdicts.values())
+    assert tiers.count("fallback") == len(faults) and tiers.count("frontier") == 8
+    assert sum(wire.calls.values()) == n  # one call each: nothing retried
+    counted = metrics.provider_requests
+    assert counted.labels("chat", "invalid_output")._value.get() == len(faults)
+    assert counted.labels("chat", "circuit_open")._value.get() == 0
 
 
 @pytest.mark.parametrize("fault", ["500", "hang"])
