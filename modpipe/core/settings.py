@@ -285,6 +285,8 @@ class ReviewSettings(Section):
     decided_keep_s: int = Field(604800, ge=60)
     commit_interval_s: float = Field(1.0, gt=0)
     stats_interval_s: float = Field(5.0, gt=0)
+    # Request bodies above this are refused (413) before any session or login is looked at.
+    max_body_bytes: int = Field(65536, ge=1024)
 
     @field_validator("redis_url")
     @classmethod
