@@ -60,6 +60,27 @@ async def run_add_user(settings: Settings, name: str, password: str, role: str) 
     return 0
 
 
+async def run_delete_user(settings: Settings, name: str) -> bool:
+    """Delete one account and end its sessions; whether it existed."""
+    from modpipe.review.accounts import Accounts
+    from modpipe.review.store import ReviewStore, connect
+
+    store = ReviewStore(
+        connect(settings.redis, settings.review.redis_url), settings.redis.key_prefix
+    )
+    try:
+        return await Accounts(store, settings.review).delete_user(name)
+    finally:
+        await store.aclose()
+
+
+def cmd_delete_user(settings: Settings, args: argparse.Namespace) -> int:
+    if not asyncio.run(run_delete_user(settings, args.name)):
+        raise ConfigError(f"no user {args.name!r}")
+    print(f"user {args.name} deleted; their sessions ended")
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"review console on http://{settings.review.host}:{settings.review.port}/ "
@@ -86,7 +107,13 @@ def register(sub: Any) -> None:
     actions = review.add_subparsers(dest="action", required=True)
     s = actions.add_parser("serve", help="serve the console on review.host:review.port")
     s.set_defaults(func=cmd_serve)
-    s = actions.add_parser("add-user", help="create or replace an account; password from stdin")
+    s = actions.add_parser(
+        "add-user",
+        help="create or replace an account (a replaced one's sessions end); password from stdin",
+    )
     s.add_argument("name")
     s.add_argument("--role", choices=("reviewer", "lead"), default="reviewer")
     s.set_defaults(func=cmd_add_user)
+    s = actions.add_parser("delete-user", help="delete an account and end its sessions")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_delete_user)

@@ -78,6 +78,32 @@ class Accounts:
             )
         except RedisError as exc:
             raise ReviewStoreUnavailable(f"redis add user failed: {exc}") from exc
+        # A replaced password (or role) ends every session opened under the old one.
+        await self.end_sessions(name)
+
+    async def delete_user(self, name: str) -> bool:
+        """Delete a user and end their sessions; False if there was no such user."""
+        try:
+            deleted = await self._redis.delete(f"{self._prefix}:user:{name}")
+        except RedisError as exc:
+            raise ReviewStoreUnavailable(f"redis delete user failed: {exc}") from exc
+        await self.end_sessions(name)
+        return bool(deleted)
+
+    async def end_sessions(self, name: str) -> int:
+        """End every live session of user `name`; how many there were."""
+        index = self._sessions_key(name)
+        try:
+            digests = await self._redis.smembers(index)
+            keys = [f"{self._prefix}:session:{d}" for d in digests]
+            ended = await self._redis.delete(*keys) if keys else 0
+            await self._redis.delete(index)
+        except RedisError as exc:
+            raise ReviewStoreUnavailable(f"redis end sessions failed: {exc}") from exc
+        return int(ended)
+
+    def _sessions_key(self, name: str) -> str:
+        return f"{self._prefix}:sessions:{name}"
 
     async def limited(self, name: str, address: str) -> bool:
         """Whether logins for `name` or from `address` are refused for now."""
@@ -130,6 +156,9 @@ class Accounts:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping={"user": user, "role": role, "csrf": session.csrf})
                 pipe.expire(key, self._settings.session_ttl_s)
+                # The user's sessions, so a password change or a deletion can end them all.
+                pipe.sadd(self._sessions_key(user), _digest(token))
+                pipe.expire(self._sessions_key(user), self._settings.session_ttl_s)
                 await pipe.execute()
         except RedisError as exc:
             raise ReviewStoreUnavailable(f"redis session failed: {exc}") from exc
