@@ -34,7 +34,10 @@ async def run_serve(settings: Settings) -> int:
         port=settings.review.port,
         log_level="warning",
         access_log=False,
-        proxy_headers=False,  # behind a TLS proxy, set forwarded_allow_ips instead
+        # Behind a proxy, X-Forwarded-For from review.trusted_proxies (only) names the
+        # client: login limits count per address, and one shared address would be one.
+        proxy_headers=bool(settings.review.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.review.trusted_proxies) or None,
     )
     server = uvicorn.Server(config)
     try:

@@ -287,6 +287,9 @@ class ReviewSettings(Section):
     stats_interval_s: float = Field(5.0, gt=0)
     # Request bodies above this are refused (413) before any session or login is looked at.
     max_body_bytes: int = Field(65536, ge=1024)
+    # Proxies whose X-Forwarded-For names the client (login limits count per address);
+    # empty = the socket's peer is the client.
+    trusted_proxies: list[str] = []
 
     @field_validator("redis_url")
     @classmethod

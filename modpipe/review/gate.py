@@ -203,12 +203,14 @@ class Gate:
         if not isinstance(username, str) or not isinstance(password, str):
             return None, "", 400
         address = request.client.host if request.client else "unknown"
-        if await self.accounts.limited(username, address):
+        if not await self.accounts.try_login(username, address):
             log.warning(
                 "login refused (rate limit) user=%s address=%s", safe_name(username), address
             )
             return None, "", 429
-        role = await self.accounts.authenticate(username, password, address)
+        role = await self.accounts.authenticate(username, password)
+        if role is not None:
+            await self.accounts.refund_try(username, address)
         if role is None:
             log.info("login failed user=%s address=%s", safe_name(username), address)
             return None, "", 401
