@@ -21,13 +21,16 @@ async def run_serve(settings: Settings) -> int:
     """The console until stopped; its exit code."""
     import uvicorn
 
+    from modpipe.core.health import Health
     from modpipe.core.metrics import Metrics
     from modpipe.review.app import build_app
     from modpipe.review.console import Console
 
     metrics = Metrics()
-    endpoint = metrics.serve(settings.metrics.host, settings.metrics.review_port)
     console = Console(settings, metrics)
+    health = Health()
+    health.add("background_tasks", console.check_tasks)
+    endpoint = metrics.serve(settings.metrics.host, settings.metrics.review_port, health)
     config = uvicorn.Config(
         build_app(console),
         host=settings.review.host,
