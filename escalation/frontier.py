@@ -254,7 +254,7 @@ class FrontierTier:
         finally:
             # Stopped, never cancelled: a redis-py command cancelled mid-flight can hang.
             done.set()
-            await keeper
+            await asyncio.shield(keeper)  # a second cancel leaves it to finish on its own
             await self._redis(cache.unlock, key, token)
 
     async def _keep_lock(
