@@ -120,7 +120,10 @@ async def test_repeated_texts_cost_one_call_each(make_settings, wire: OpenAIWire
 async def test_transient_faults_are_retried_until_a_verdict(
     make_settings, wire: OpenAIWireServer
 ) -> None:
-    settings = chat_settings(make_settings, wire, timeout_s=0.5, deadline_s=20.0)
+    # The breaker is not under test here: 12 faults may come 5 in a row across posts.
+    settings = chat_settings(
+        make_settings, wire, timeout_s=0.5, deadline_s=20.0, breaker_failures=20
+    )
     wire.behaviour.script = ["429", "500", "hang", "malformed"] * 3
     collector, metrics = await escalate_all(
         settings, [escalation(f"e{i}", f"text {i}") for i in range(100)], verdicts=100
@@ -333,7 +336,11 @@ async def test_redis_going_away_mid_run_loses_nothing(
         await collector.settle()
     verdicts = final_verdicts(collector)
     assert set(verdicts) == {f"e{i}" for i in range(400)}
-    assert {v[0]["action"] for v in verdicts.values()} == {"allow"}
+    # Until Redis went, the provider decided; after, the budget cannot be counted, so
+    # paid calls stop and the rest go to review (docs/money-path.md): never a guess.
+    actions = [v[0]["action"] for _, v in sorted(verdicts.items(), key=lambda kv: int(kv[0][1:]))]
+    assert set(actions) <= {"allow", "review"} and actions.count("allow") >= 100
+    assert {r[0]["reason"] for r in collector.review.values()} <= {"budget"}
     assert metrics.cache.labels("error")._value.get() > 0
     assert metrics.cache.labels("hit")._value.get() > 0
 
