@@ -35,7 +35,6 @@ from modpipe.core.redis_client import check_redis_access, connect_redis
 from modpipe.core.settings import RedisSettings
 
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]+")
-_SPACES = re.compile(r"\s+")
 _POLL_S = 0.05
 _MAX_NONSTARTERS = 8  # UAX #15 says 30; no real text stacks 8 marks on a letter
 _MAX_EXPANSION = 4
@@ -112,13 +111,13 @@ def normalize(text: str) -> str:
       themselves, as private-use characters of their own, so no text grows many-fold.
     """
     if text.isascii():  # NFKC leaves ASCII alone, and it has no zero-width characters
-        return _SPACES.sub(" ", text.casefold()).strip()
+        return " ".join(text.lower().split())  # str.split splits on exactly what `\s` matches
     tables = _tables()
     text = tables.long_run.sub(_CUT_RUN, text)
     if tables.expanding.search(text):
         text = text.translate(tables.keep)
     folded = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).casefold()
-    return _SPACES.sub(" ", folded).strip()
+    return " ".join(folded.split())
 
 
 def cache_key(
