@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -40,3 +41,49 @@ class Classifier(Protocol):
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
+
+
+def score_problem(scores: Scores, categories: Collection[str]) -> str | None:
+    """Why `scores` cannot be routed, or None: a score that is not a finite number in
+    [0, 1], or a category the policy does not know. Routing compares with `>=`, which a
+    NaN fails both ways: unchecked, it would read as allow."""
+    for category, p in scores.items():
+        if category not in categories:
+            return f"score for unknown category {category[:60]!r}"
+        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+            return f"score for {category} is not a finite number: {p!r}"
+        if not 0.0 <= p <= 1.0:
+            return f"score for {category} is outside [0, 1]: {p!r}"
+    return None
+
+
+def checked(
+    outcomes: Sequence[Classification | ClassifierError], categories: Collection[str]
+) -> list[Classification | ClassifierError]:
+    """`outcomes` with each unusable Classification turned into an item ClassifierError,
+    which triage escalates (or sends to review) and never allows."""
+    out: list[Classification | ClassifierError] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Classification):
+            problem = score_problem(outcome.scores, categories)
+            if problem is not None:
+                outcome = ClassifierError(f"unusable scores: {problem}")
+        out.append(outcome)
+    return out
+
+
+class CheckedClassifier:
+    """A backend behind the score check: what every caller of `build_classifier` gets."""
+
+    def __init__(self, backend: Classifier, categories: Collection[str]) -> None:
+        self.backend = backend
+        self.model = backend.model
+        self.kind = backend.kind
+        self._categories = frozenset(categories)
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
+        """The backend's results, each unusable one an item error."""
+        return checked(await self.backend.classify(texts), self._categories)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()

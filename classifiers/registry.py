@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from classifiers.base import Classifier
+from classifiers.base import CheckedClassifier, Classifier
 from modpipe.core.settings import Settings
 
 BACKENDS: dict[str, str] = {
@@ -21,7 +21,8 @@ BACKENDS: dict[str, str] = {
 
 
 def build_classifier(settings: Settings) -> Classifier:
-    """The backend named by `classifier.backend`, built from settings."""
+    """The backend named by `classifier.backend`, built from settings, its scores checked."""
     module, _, name = BACKENDS[settings.classifier.backend].partition(":")
     backend = getattr(importlib.import_module(module), name)
-    return cast(Classifier, backend.from_settings(settings))
+    built = cast(Classifier, backend.from_settings(settings))
+    return CheckedClassifier(built, settings.policy.categories)

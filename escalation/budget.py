@@ -6,6 +6,16 @@ in any number of workers cannot all pass a check before any of them has added: a
 reservation is granted only while today's total is under the cap, hence the total ends
 at most one call's estimate above it (the last reservation granted), as long as no call
 costs more than its estimate.
+
+Every attempt reserves and settles on its own (escalation/frontier.py): a retry is a
+second reservation, and a failed attempt the provider billed settles at its bill.
+
+When the shared counter cannot be reached, paid calls stop: `reserve` refuses until Redis
+answers again, and the post goes to human review. The alternative, each escalator
+spending a share of the cap on a local count, needs every escalator to know how many
+there are, which autoscaling changes under it; a wrong share breaks the cap, a refusal
+never does. (Settlements that fail keep the whole reservation in the shared total: an
+overcount, never an undercount.)
 """
 
 from __future__ import annotations
@@ -47,8 +57,8 @@ class Reservation(NamedTuple):
 
 
 class Budget:
-    """Dollars per UTC day for paid calls, shared by all workers through Redis when it
-    answers, and counted locally when it does not (so an outage never means unlimited)."""
+    """Dollars per UTC day for paid calls, shared by all workers through Redis; without a
+    Redis (one process, tests) counted locally. A Redis that fails refuses reservations."""
 
     def __init__(
         self, daily_usd: float, redis: aioredis.Redis | None = None, key_prefix: str = "modpipe"
@@ -84,7 +94,8 @@ class Budget:
     async def reserve(self, estimate_usd: float) -> Reservation:
         """Reserve `estimate_usd` for a call about to be made; what to settle later.
 
-        Raises BudgetExhausted when today's total has reached the cap.
+        Raises BudgetExhausted when today's total has reached the cap, or when the shared
+        total cannot be reached.
         """
         day = _today()
         if self._reserve is not None:
@@ -93,7 +104,10 @@ class Budget:
                     keys=[self._key(day)], args=[estimate_usd, self.daily_usd, _TTL_S]
                 )
             except RedisError as exc:
-                log.warning("budget not shared (Redis: %s); counting locally", exc)
+                log.warning("budget unavailable (Redis: %s); paid calls stop", exc)
+                raise BudgetExhausted(
+                    f"the shared budget cannot be reached ({exc}); paid calls stop until it can"
+                ) from exc
             else:
                 self._shared = float(total)
                 if not granted:

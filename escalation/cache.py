@@ -1,10 +1,13 @@
 """The Redis verdict cache: repeated content is decided once per policy, provider and model.
 
-Keys are a SHA-256 of (policy version, provider, model, normalized text), so raw text
-never reaches Redis; values are the verdict without the post. A short lock per key makes
-concurrent identical posts across workers cost one call: the holder calls the provider,
-the others wait for its cached verdict. Every Redis failure becomes CacheUnavailable, and
-callers carry on without the cache.
+Keys are a SHA-256 of (policy version, provider, model, what shaped the verdict, normalized
+text): "what shaped the verdict" is the provider's fingerprint, a hash of its prompt,
+output schema, thresholds and category mappings, so changing any of them starts a cold
+cache. Raw text never reaches Redis; values are the verdict without the post and without
+the model's rationale (which may quote it). A lock per key makes concurrent identical
+posts across workers cost one call: the holder calls the provider, keeping the lock alive
+(`extend`) for as long as the call runs, and the others wait for its cached verdict.
+Every Redis failure becomes CacheUnavailable, and callers carry on without the cache.
 
 Two Redis roles: verdicts may be evicted (the cache Redis, `redis.cache_url`, runs
 allkeys-lru), while locks and the daily budget live on the state Redis (`redis.url`,
@@ -31,15 +34,26 @@ from modpipe.core.text import normalize
 
 _POLL_S = 0.05
 
+# Push the lock's expiry out if we still hold it, or take it back if it expired and
+# nobody took it meanwhile (a stalled event loop); 0 once another caller holds it.
+_EXTEND = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not holder then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
 # Delete the lock only if we still hold it (it may have expired and been taken since).
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
 
 
-def cache_key(policy_version: str, provider: str, model: str, text: str) -> str:
-    """The hex digest that names a verdict in the cache."""
-    material = "\x1f".join((policy_version, provider, model, normalize(text)))
+def cache_key(
+    policy_version: str, provider: str, model: str, text: str, shaped_by: str = ""
+) -> str:
+    """The hex digest that names a verdict in the cache; `shaped_by` is the provider's
+    fingerprint of everything besides the text that decides its verdict."""
+    material = "\x1f".join((policy_version, provider, model, shaped_by, normalize(text)))
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -58,6 +72,7 @@ class VerdictCache:
         self._ttl_s = settings.cache_ttl_s
         self._lock_ms = int(settings.lock_ttl_s * 1000)
         self._release = self._state.register_script(_RELEASE)
+        self._extend = self._state.register_script(_EXTEND)
 
     @classmethod
     def connect(cls, settings: RedisSettings) -> VerdictCache:
@@ -120,6 +135,21 @@ class VerdictCache:
         except RedisError as exc:
             raise CacheUnavailable(f"redis lock failed: {exc}") from exc
         return token if got else None
+
+    @property
+    def lock_ttl_s(self) -> float:
+        """How long a lock lives unless its holder extends it."""
+        return self._lock_ms / 1000
+
+    async def extend(self, key: str, token: str) -> bool:
+        """Give the key's lock a full TTL again; False if we no longer hold it."""
+        try:
+            extended = await self._extend(
+                keys=[f"{self._prefix}:lock:{key}"], args=[token, self._lock_ms]
+            )
+        except RedisError as exc:
+            raise CacheUnavailable(f"redis extend failed: {exc}") from exc
+        return bool(extended)
 
     async def unlock(self, key: str, token: str) -> None:
         """Release the key's lock if we still hold it."""

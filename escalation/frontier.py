@@ -1,15 +1,26 @@
 """Deciding one escalated post: cache, single flight, provider, retries, breaker, budget.
 
 Identical posts in flight in this process share one call (an asyncio future per cache
-key); across processes a short Redis lock does the same. A verdict served to anyone but
-the caller who paid for it has tier `cache` and costs nothing.
+key); across processes a Redis lock does the same. The holder re-reads the cache once it
+has the lock (another worker may have stored the verdict and unlocked in between), keeps
+the lock alive for as long as its call runs, and stores the verdict before unlocking; a
+waiter calls the provider only after taking the lock itself. A verdict served to anyone
+but the caller who paid for it has tier `cache` and costs nothing.
+
+Money: every attempt reserves its estimate and settles at what the provider billed for
+it: a verdict's usage, the usage a refusal or a schema-breaking reply carried, the whole
+estimate for a timeout (the server may have finished; we cannot know), nothing for a
+refused connection, a 429 or a 5xx. The frontier cost metric counts the same settled
+amounts. Deterministic failures (a refusal, a schema-breaking reply at temperature 0, a
+400) are final: not retried, and the breaker reads them as what they are, a provider that
+answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +47,20 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _UNAVAILABLE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """An attempt's failure that asking again would not change (returned, not raised, so
+    that retry() neither retries it nor counts it against the provider's health)."""
+
+    error: ProviderError
+
+
+def _deterministic(exc: ProviderError) -> bool:
+    # The provider answered, and would answer the same: a 400, a refusal, an invalid reply
+    # at temperature 0. Budget and breaker refusals are decided here, not by the provider.
+    return not exc.retryable and not isinstance(exc, BudgetExhausted | CircuitOpen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +148,11 @@ class FrontierTier:
     async def decide(self, text: str) -> Decided:
         """The decision on `text`; raises ProviderError when no model could decide."""
         key = cache_key(
-            self._settings.policy.version, self._provider.name, self._provider.model, text
+            self._settings.policy.version,
+            self._provider.name,
+            self._provider.model,
+            text,
+            getattr(self._provider, "fingerprint", ""),
         )
         while (shared := self._inflight.get(key)) is not None:
             try:
@@ -178,71 +207,162 @@ class FrontierTier:
             return cached
         if raw is not _UNAVAILABLE:
             self._metrics.cache.labels("miss").inc()
-        token = await self._redis(cache.lock, key)
-        if token is None:  # another worker is deciding the same text: wait for its verdict
-            waited = _from_cache(
-                await self._redis(cache.wait, key, self._settings.redis.lock_ttl_s)
-            )
-            if waited is not None:
+        # A waiter waits at most as long as a holder may take (its deadline and a last
+        # attempt's timeout), then gives up: it never calls without the lock.
+        esc = self._settings.escalation
+        give_up = time.monotonic() + esc.deadline_s + esc.timeout_s + cache.lock_ttl_s
+        while True:
+            token = await self._redis(cache.lock, key)
+            if token is _UNAVAILABLE:
+                # No Redis, no lock to take: a paid provider's budget lives there too and
+                # refuses (paid calls stop); a free one is called.
+                return await self._call(text)
+            if isinstance(token, str):
+                return await self._holding(cache, key, token, text)
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise ProviderUnavailable(
+                    "another escalator held this text's lock past its deadline", "timeout"
+                )
+            waited = await self._redis(cache.wait, key, left)
+            if waited is _UNAVAILABLE:
+                return await self._call(text)
+            decided = _from_cache(waited)
+            if decided is not None:
                 self._metrics.cache.labels("hit").inc()
-                return waited
+                return decided
+            # The lock went without a verdict (its holder failed): take it and decide.
+
+    async def _holding(self, cache: VerdictCache, key: str, token: str, text: str) -> Decided:
+        """Decide `text` under the lock `token`, kept alive until the verdict is stored."""
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lock(cache, key, token, done))
         try:
+            # Another worker may have stored the verdict and unlocked since our miss.
+            again = _from_cache(await self._redis(cache.get, key))
+            if again is not None:
+                self._metrics.cache.labels("hit").inc()
+                return again
             decided = await self._call(text)
-            stored = {k: v for k, v in asdict(decided).items() if k not in ("tier", "cost_usd")}
+            stored = {
+                k: v
+                for k, v in asdict(decided).items()
+                if k not in ("tier", "cost_usd", "rationale")  # the rationale may quote the post
+            }
             await self._redis(cache.put, key, stored)
             return decided
         finally:
-            if isinstance(token, str):
-                await self._redis(cache.unlock, key, token)
+            # Stopped, never cancelled: a redis-py command cancelled mid-flight can hang.
+            done.set()
+            await asyncio.shield(keeper)  # a second cancel leaves it to finish on its own
+            await self._redis(cache.unlock, key, token)
+
+    async def _keep_lock(
+        self, cache: VerdictCache, key: str, token: str, done: asyncio.Event
+    ) -> None:
+        """Extend the lock every quarter of its TTL until `done`, so a call of any length
+        holds it."""
+        every_s = cache.lock_ttl_s / 4
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every_s)
+            if done.is_set():
+                return
+            try:
+                if not await cache.extend(key, token):
+                    log.warning("lost the single-flight lock key=%s during a call", key[:16])
+                    return
+            except CacheUnavailable as exc:
+                log.warning("could not extend the single-flight lock key=%s: %s", key[:16], exc)
 
     def _estimate_usd(self, text: str) -> float:
-        # An upper estimate, reserved before the call: the prompt at 2 characters per
-        # token (dense scripts tokenize far worse than English's ~4) and a full reply.
-        chars = sum(len(m["content"]) for m in prompt.messages(self._settings.policy, text))
-        tokens_in = math.ceil(chars / 2) + 16  # + per-message framing
-        return self._cost.frontier_usd(self._provider.model, tokens_in, MAX_OUTPUT_TOKENS)
+        # An upper bound, reserved before each attempt: byte-level BPE tokenizers never
+        # make more tokens than the UTF-8 bytes they read (dense scripts and emoji come
+        # close; English is ~4 bytes a token), plus per-message framing and a full reply.
+        size = sum(len(m["content"].encode()) for m in prompt.messages(self._settings.policy, text))
+        return self._cost.frontier_usd(self._provider.model, size + 16, MAX_OUTPUT_TOKENS)
+
+    async def _settle(self, reserved: Reservation | None, usd: float, tokens: int = 0) -> None:
+        """Settle one attempt at `usd`, and count it: the cost metric is what we paid."""
+        if reserved is not None:
+            remaining = await self._budget.settle(reserved, usd)
+            self._metrics.budget_remaining.set(max(0.0, remaining))
+        if tokens:
+            self._metrics.tokens.labels("frontier").inc(tokens)
+        if usd:
+            self._metrics.cost.labels("frontier").inc(usd)
 
     async def _call(self, text: str) -> Decided:
         provider = self._provider
         requests = self._metrics.provider_requests
-
-        async def attempt() -> ProviderVerdict:
-            verdict = await provider.decide(text)
-            requests.labels(provider.name, "ok").inc()
-            return verdict
+        estimate = self._estimate_usd(text) if provider.paid else 0.0
+        pending: list[Reservation] = []
 
         def failed(exc: ProviderError) -> None:
             requests.labels(provider.name, status_of(exc)).inc()
             log.info("provider=%s attempt failed: %s", provider.name, exc)
 
-        reserved: Reservation | None = None
         if provider.paid:
             try:
-                reserved = await self._budget.reserve(self._estimate_usd(text))
+                pending.append(await self._budget.reserve(estimate))
             except BudgetExhausted as exc:
                 failed(exc)
                 raise
+
+        async def attempt() -> ProviderVerdict | _Final:
+            if provider.paid and not pending:  # a retry: a reservation of its own
+                try:
+                    pending.append(await self._budget.reserve(estimate))
+                except BudgetExhausted as exc:
+                    failed(exc)
+                    return _Final(exc)
+            reserved = pending.pop() if pending else None
+            try:
+                verdict = await provider.decide(text)
+            except ProviderError as exc:
+                await self._settle(reserved, *_billed(exc, estimate))
+                if _deterministic(exc):
+                    failed(exc)
+                    return _Final(exc)
+                raise
+            except BaseException:
+                # Cancelled or crashed mid-call: the server may have finished and billed.
+                await asyncio.shield(self._settle(reserved, estimate))
+                raise
+            await self._settle(
+                reserved, verdict.cost_usd, verdict.input_tokens + verdict.output_tokens
+            )
+            requests.labels(provider.name, "ok").inc()
+            return verdict
+
         deadline = time.monotonic() + self._settings.escalation.deadline_s
         try:
-            verdict = await retry(attempt, deadline, self._breaker, on_error=failed)
-        except BaseException:
-            if reserved is not None:  # nothing was billed for a call that never answered
-                await self._budget.settle(reserved, 0.0)
-            raise
-        if reserved is not None:
-            remaining = await self._budget.settle(reserved, verdict.cost_usd)
-            self._metrics.budget_remaining.set(max(0.0, remaining))
-        self._metrics.tokens.labels("frontier").inc(verdict.input_tokens + verdict.output_tokens)
-        self._metrics.cost.labels("frontier").inc(verdict.cost_usd)
+            outcome = await retry(attempt, deadline, self._breaker, on_error=failed)
+        finally:
+            for unused in pending:  # reserved, but the breaker let no call out
+                await self._budget.settle(unused, 0.0)
+        if isinstance(outcome, _Final):
+            raise outcome.error
         return Decided(
-            action=verdict.action,
-            categories=verdict.categories,
-            scores=verdict.scores,
+            action=outcome.action,
+            categories=outcome.categories,
+            scores=outcome.scores,
             model=provider.model,
             tier="frontier",
-            cost_usd=verdict.cost_usd,
-            rationale=verdict.rationale,
+            cost_usd=outcome.cost_usd,
+            rationale=outcome.rationale,
         )
+
+
+def _billed(exc: ProviderError, estimate_usd: float) -> tuple[float, int]:
+    """What a failed attempt cost, and its tokens: its bill when the provider sent one;
+    the whole estimate for a timeout (the server may have finished); else nothing (the
+    request was refused before any work: connection, 429, 5xx, 400)."""
+    if exc.billed_usd or exc.billed_input_tokens or exc.billed_output_tokens:
+        return exc.billed_usd, exc.billed_input_tokens + exc.billed_output_tokens
+    if isinstance(exc, ProviderUnavailable) and exc.status == "timeout":
+        return estimate_usd, 0
+    return 0.0, 0
 
 
 def build_frontier(settings: Settings, metrics: Metrics) -> FrontierTier | None:

@@ -8,6 +8,7 @@ block, start a new message or pass for an instruction.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal
 
@@ -76,6 +77,19 @@ def response_format(policy: Policy) -> dict[str, Any]:
             },
         },
     }
+
+
+def fingerprint(policy: Policy) -> str:
+    """A hash of everything sent besides the post: instructions, policy, framing, schema.
+
+    Part of the cache key, so a verdict obtained under one prompt is never served under
+    another (a fixed prompt-injection hole starts a cold cache)."""
+    shape = {
+        "system": system_prompt(policy),
+        "framing": post_block("\x00"),
+        "schema": response_format(policy),
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:32]
 
 
 class ModelAnswer(BaseModel):

@@ -11,16 +11,18 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 
 from escalation import prompt
 from modpipe.core.cost import CostModel
-from modpipe.core.errors import InvalidOutput, ProviderError, ProviderUnavailable
+from modpipe.core.errors import ConfigError, InvalidOutput, ProviderError, ProviderUnavailable
 from modpipe.core.settings import Policy, Settings
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_OUTPUT_TOKENS = 300
-"""The reply cap of a chat call (a verdict is far shorter); the budget reserves it."""
+"""The reply cap of a chat call (a verdict is far shorter); the budget reserves it.
+For a reasoning model the cap includes its reasoning tokens, which are billed as output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class Provider(Protocol):
     name: str
     model: str
     paid: bool
+    fingerprint: str  # a hash of what shapes its verdicts besides the text (the cache key)
 
     async def decide(self, text: str) -> ProviderVerdict:
         """Decide `text`; raises ProviderError subclasses on failure."""
@@ -95,9 +99,15 @@ async def translate_errors(call: Callable[[], Awaitable[T]]) -> T:
 
 
 def _client(settings: Settings) -> openai.AsyncOpenAI:
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    if key is None and settings.provider == "chat" and settings.escalation.base_url is None:
+        # Without this, every call is a 401 and every escalation quietly goes to review.
+        raise ConfigError(
+            "escalation.provider is chat on the OpenAI API but OPENAI_API_KEY is not set; "
+            "set it, or choose escalation.provider: none (every escalation to review)"
+        )
     return openai.AsyncOpenAI(
-        api_key=key,
+        api_key=key or "unused",  # a self-hosted base_url may take none
         base_url=settings.escalation.base_url,
         timeout=settings.escalation.timeout_s,
         max_retries=0,
@@ -105,19 +115,38 @@ def _client(settings: Settings) -> openai.AsyncOpenAI:
 
 
 class ChatProvider:
-    """A chat model answering the strict verdict schema."""
+    """A chat model answering the strict verdict schema.
+
+    `family` picks the request's parameters: `chat` models get `max_tokens` and
+    temperature 0, so a reply that breaks the schema (or a refusal) would come back the
+    same and is not retried; `reasoning` models reject both and get
+    `max_completion_tokens` (reasoning included) and their own sampling, so only a
+    refusal is final. A failed attempt the server answered carries its billed usage.
+    """
 
     name = "chat"
     paid = True
 
     def __init__(
-        self, client: openai.AsyncOpenAI, model: str, policy: Policy, cost: CostModel
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        policy: Policy,
+        cost: CostModel,
+        family: Literal["chat", "reasoning"] = "chat",
     ) -> None:
         self._client = client
         self.model = model
         self._policy = policy
         self._cost = cost
         self._response_format = prompt.response_format(policy)
+        self.family = family
+        self.fingerprint = f"{prompt.fingerprint(policy)}:{family}"
+        self._limits: dict[str, Any] = (
+            {"max_completion_tokens": MAX_OUTPUT_TOKENS}
+            if family == "reasoning"
+            else {"max_tokens": MAX_OUTPUT_TOKENS, "temperature": 0}
+        )
 
     async def decide(self, text: str) -> ProviderVerdict:
         completion = await translate_errors(
@@ -125,19 +154,28 @@ class ChatProvider:
                 model=self.model,
                 messages=prompt.messages(self._policy, text),
                 response_format=self._response_format,
-                temperature=0,
-                max_tokens=MAX_OUTPUT_TOKENS,
+                **self._limits,
             )
-        )
-        if not completion.choices:
-            raise InvalidOutput("reply has no choices")
-        message = completion.choices[0].message
-        answer = prompt.parse_answer(
-            message.content, getattr(message, "refusal", None), self._policy
         )
         usage = completion.usage
         tokens_in = usage.prompt_tokens if usage else 0
         tokens_out = usage.completion_tokens if usage else 0
+        cost_usd = self._cost.frontier_usd(self.model, tokens_in, tokens_out)
+        refusal: str | None = None
+        try:
+            if not completion.choices:
+                raise InvalidOutput("reply has no choices")
+            message = completion.choices[0].message
+            refusal = getattr(message, "refusal", None)
+            answer = prompt.parse_answer(message.content, refusal, self._policy)
+        except InvalidOutput as exc:
+            # Billed all the same; and asked again, the same model at temperature 0 (or
+            # any model that refused) answers the same.
+            exc.billed_usd = cost_usd
+            exc.billed_input_tokens = tokens_in
+            exc.billed_output_tokens = tokens_out
+            exc.retryable = self.family == "reasoning" and not refusal
+            raise
         return ProviderVerdict(
             action=answer.action,
             categories=sorted(answer.categories),
@@ -145,7 +183,7 @@ class ChatProvider:
             rationale=answer.rationale,
             input_tokens=tokens_in,
             output_tokens=tokens_out,
-            cost_usd=self._cost.frontier_usd(self.model, tokens_in, tokens_out),
+            cost_usd=cost_usd,
         )
 
     async def aclose(self) -> None:
@@ -165,6 +203,8 @@ class ModerationProvider:
         self.model = model
         self._mapping = policy.openai_moderation
         self._block_above = block_above
+        shape = json.dumps([sorted(self._mapping.items()), block_above, sorted(policy.categories)])
+        self.fingerprint = hashlib.sha256(shape.encode()).hexdigest()[:32]
 
     async def decide(self, text: str) -> ProviderVerdict:
         response = await translate_errors(
@@ -206,7 +246,11 @@ def build_provider(settings: Settings) -> Provider | None:
     client = _client(settings)
     if kind == "chat":
         return ChatProvider(
-            client, settings.escalation.model, settings.policy, CostModel(settings.prices)
+            client,
+            settings.escalation.model,
+            settings.policy,
+            CostModel(settings.prices),
+            settings.escalation.model_family,
         )
     return ModerationProvider(
         client,

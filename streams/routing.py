@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,9 +22,17 @@ class Decision:
 
 def route(scores: Scores, bands: RoutingSettings) -> Decision:
     """Block if any category is at or above its block line; escalate if any is in its band;
-    else allow. `categories` names the blocked ones, or the borderline ones."""
+    else allow. `categories` names the blocked ones, or the borderline ones.
+
+    A score that is not a finite number in [0, 1] escalates its post whatever the others
+    say: NaN fails every comparison, so unchecked it would fall through to allow. (The
+    classifier seam, classifiers/base.py, turns such a result into an item error first;
+    this is the last line.)"""
     blocked: list[str] = []
     borderline: list[str] = []
+    unusable = sorted(c for c, p in scores.items() if not (math.isfinite(p) and 0.0 <= p <= 1.0))
+    if unusable:
+        return Decision("escalate", unusable)
     for category, p in scores.items():
         band = bands.band(category)
         if p >= band.block_above:

@@ -746,6 +746,35 @@ KINDS: list[Kind] = [
         ),
         "escalations",
     ),
+    # Cost bombs: values whose cost was more than linear in their size (docs/money-path.md).
+    Kind(
+        "unterminated-escaped-quotes",
+        "cost",
+        '40 `[` then a string of 30,000 `\\"` that never closes',
+        "dlq:depth",
+        value(b"[" * 40 + b'"' + b'\\"' * 30_000),
+    ),
+    Kind(
+        "unterminated-text",
+        "cost",
+        'a post whose text is 30,000 `\\"` and never closes',
+        "dlq:json",
+        value(lambda p: b'{"post_id": "' + p.encode() + b'", "text": "' + b'\\"' * 30_000),
+    ),
+    Kind(
+        "combining-run",
+        "cost",
+        "a text of 30,000 alternating combining marks on one letter",
+        "decided",
+        value(lambda p: js(post(p, text="a" + "\u0301\u0316" * 15_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "compat-expanding",
+        "cost",
+        "a text of 20,000 U+FDFA (18 characters each after NFKC)",
+        "decided",
+        value(lambda p: js(post(p, text="\ufdfa" * 20_000), ensure_ascii=False)),
+    ),
 ]
 
 # Kinds whose post_ids the test shapes (padded to 256, or with odd characters).

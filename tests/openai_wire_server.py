@@ -63,6 +63,8 @@ class OpenAIWireServer:
         self.answers: dict[str, list[str]] = {}
         self.requests: list[dict[str, Any]] = []
         self.statuses: Counter[int] = Counter()
+        # (model, prompt tokens, completion tokens) of every chat answer sent: the bill.
+        self.billed: list[tuple[str, int, int]] = []
         self.url = ""
         self.in_flight = 0
         self.max_in_flight = 0
@@ -132,6 +134,7 @@ class OpenAIWireServer:
             refusal = "I can't help with that."
         self.statuses[200] += 1
         prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        self.billed.append((body["model"], prompt_chars // 4, 30))
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.requests)}",

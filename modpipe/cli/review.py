@@ -21,20 +21,26 @@ async def run_serve(settings: Settings) -> int:
     """The console until stopped; its exit code."""
     import uvicorn
 
+    from modpipe.core.health import Health
     from modpipe.core.metrics import Metrics
     from modpipe.review.app import build_app
     from modpipe.review.console import Console
 
     metrics = Metrics()
-    endpoint = metrics.serve(settings.metrics.host, settings.metrics.review_port)
     console = Console(settings, metrics)
+    health = Health()
+    health.add("background_tasks", console.check_tasks)
+    endpoint = metrics.serve(settings.metrics.host, settings.metrics.review_port, health)
     config = uvicorn.Config(
         build_app(console),
         host=settings.review.host,
         port=settings.review.port,
         log_level="warning",
         access_log=False,
-        proxy_headers=False,  # behind a TLS proxy, set forwarded_allow_ips instead
+        # Behind a proxy, X-Forwarded-For from review.trusted_proxies (only) names the
+        # client: login limits count per address, and one shared address would be one.
+        proxy_headers=bool(settings.review.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.review.trusted_proxies) or None,
     )
     server = uvicorn.Server(config)
     try:
@@ -57,6 +63,27 @@ async def run_add_user(settings: Settings, name: str, password: str, role: str) 
         await Accounts(store, settings.review).add_user(name, password, role)  # type: ignore[arg-type]
     finally:
         await store.aclose()
+    return 0
+
+
+async def run_delete_user(settings: Settings, name: str) -> bool:
+    """Delete one account and end its sessions; whether it existed."""
+    from modpipe.review.accounts import Accounts
+    from modpipe.review.store import ReviewStore, connect
+
+    store = ReviewStore(
+        connect(settings.redis, settings.review.redis_url), settings.redis.key_prefix
+    )
+    try:
+        return await Accounts(store, settings.review).delete_user(name)
+    finally:
+        await store.aclose()
+
+
+def cmd_delete_user(settings: Settings, args: argparse.Namespace) -> int:
+    if not asyncio.run(run_delete_user(settings, args.name)):
+        raise ConfigError(f"no user {args.name!r}")
+    print(f"user {args.name} deleted; their sessions ended")
     return 0
 
 
@@ -86,7 +113,13 @@ def register(sub: Any) -> None:
     actions = review.add_subparsers(dest="action", required=True)
     s = actions.add_parser("serve", help="serve the console on review.host:review.port")
     s.set_defaults(func=cmd_serve)
-    s = actions.add_parser("add-user", help="create or replace an account; password from stdin")
+    s = actions.add_parser(
+        "add-user",
+        help="create or replace an account (a replaced one's sessions end); password from stdin",
+    )
     s.add_argument("name")
     s.add_argument("--role", choices=("reviewer", "lead"), default="reviewer")
     s.set_defaults(func=cmd_add_user)
+    s = actions.add_parser("delete-user", help="delete an account and end its sessions")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_delete_user)

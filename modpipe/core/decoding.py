@@ -22,6 +22,7 @@ say which rule it broke.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -31,28 +32,65 @@ import msgspec
 from modpipe.core.errors import InvalidRecord
 
 _DECODER = msgspec.json.Decoder()
-# A JSON string, escapes included; removed before counting brackets, which may sit in text.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string once its escapes are gone: to its closing quote, or to the end of the
+# value when it never closes (so no quote is ever scanned twice: linear time).
+_STRING = re.compile(rb'"[^"]*+(?:"|\Z)')
+_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Above this many bytes, the depth is one vectorized prefix sum instead of repeated passes.
+_VECTOR_FROM_BYTES = 512
 _LONE_SURROGATE = re.compile(
     r"[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]"
 )
 
 
+def _without_escapes(raw: bytes) -> bytes:
+    # An escape is a backslash and the byte after it, read left to right; removing the
+    # escaped backslashes first leaves every remaining `\"` an escaped quote. Two C passes.
+    return raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+
+
 def nests_deeper_than(raw: bytes, max_depth: int) -> bool:
     """Whether arrays and objects nest more than `max_depth` levels in `raw`; no recursion.
 
-    Brackets inside strings do not count. Each pass deletes every innermost `[]` and
-    `{}` (in C), so a value within the limit is empty after `max_depth` passes.
-    Malformed JSON may be called too deep; the parser would refuse it anyway.
+    Linear in `len(raw)` whatever the input (unterminated strings, runs of quotes,
+    backslashes or brackets): escapes go first, then strings, each scanned once; brackets
+    inside strings do not count. Malformed JSON may be called too deep; the parser would
+    refuse it anyway.
     """
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    text = _without_escapes(raw)
+    if len(text) > _VECTOR_FROM_BYTES:
+        return _max_depth_vectorized(text) > max_depth
+    brackets = _STRING.sub(b"", text).translate(_TO_SQUARE, _NOT_BRACKETS)
+    # At most max_depth passes over at most 4 KiB: each deletes every innermost pair.
     for _ in range(max_depth):
         if not brackets:
             return False
-        # The marker keeps a pair that one replace exposes from being taken by the next.
-        brackets = brackets.replace(b"[]", b"x").replace(b"{}", b"x").replace(b"x", b"")
+        brackets = brackets.replace(b"[]", b"")
     return bool(brackets)
+
+
+def _max_depth_vectorized(text: bytes) -> int:
+    """The deepest nesting in `text` (escapes removed): one prefix sum over the bytes."""
+    import numpy as np  # a dependency of scikit-learn; imported only for large values
+
+    data = np.frombuffer(text, dtype=np.uint8)
+    # A byte is inside a string when an odd number of quotes precede it (its own included
+    # for the opening quote, which is not a bracket anyway).
+    inside = (np.cumsum(data == ord('"'), dtype=np.int64) & 1).astype(bool)
+    step = _step_table()[data]
+    step[inside] = 0
+    return int(np.cumsum(step, dtype=np.int64).max(initial=0))
+
+
+@functools.cache
+def _step_table() -> Any:
+    import numpy as np
+
+    table = np.zeros(256, dtype=np.int64)
+    table[[ord("["), ord("{")]] = 1
+    table[[ord("]"), ord("}")]] = -1
+    return table
 
 
 def load_object(raw: bytes | None, max_bytes: int, max_depth: int) -> dict[str, Any]:

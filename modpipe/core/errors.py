@@ -9,7 +9,8 @@
     │   └── ClassifierUnavailable   transport failure or timeout (retryable)
     ├── ProviderError          the frontier tier could not decide a post
     │   ├── ProviderUnavailable     429, 5xx, timeout, connection (retryable)
-    │   ├── InvalidOutput           the reply broke the schema or refused (retryable)
+    │   ├── InvalidOutput           the reply broke the schema or refused (retryable unless
+    │   │                           deterministic: a refusal, or any reply at temperature 0)
     │   ├── CircuitOpen             the breaker is open (retryable after its cool-down)
     │   └── BudgetExhausted         the daily budget is spent (not retryable)
     ├── CacheUnavailable       Redis failed or timed out (the caller degrades)
@@ -58,7 +59,15 @@ class ClassifierUnavailable(ClassifierError):
 
 
 class ProviderError(ModpipeError):
-    """The frontier tier could not decide a post."""
+    """The frontier tier could not decide a post.
+
+    A provider that answered and billed a failed attempt (a refusal, a reply that broke
+    the schema) sets the `billed_*` fields, so the attempt is settled at what it cost.
+    """
+
+    billed_usd: float = 0.0
+    billed_input_tokens: int = 0
+    billed_output_tokens: int = 0
 
 
 class ProviderUnavailable(ProviderError):
@@ -73,9 +82,15 @@ class ProviderUnavailable(ProviderError):
 
 
 class InvalidOutput(ProviderError):
-    """The reply did not match the schema, named an unknown category, or refused."""
+    """The reply did not match the schema, named an unknown category, or refused.
 
-    retryable = True
+    `retryable` is False where asking again gets the same answer: a refusal, or any reply
+    at temperature 0.
+    """
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class CircuitOpen(ProviderError):

@@ -204,6 +204,9 @@ class EscalationSettings(Section):
     breaker_failures: int = Field(5, ge=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)
     commit_interval_s: float = Field(0.1, gt=0)
+    # `reasoning` models (o-series, gpt-5) refuse `max_tokens` and `temperature`: they get
+    # `max_completion_tokens` and the server's sampling (so an invalid reply is retried).
+    model_family: Literal["chat", "reasoning"] = "chat"
 
 
 def _no_password(url: str | None) -> str | None:
@@ -300,6 +303,11 @@ class ReviewSettings(Section):
     decided_keep_s: int = Field(604800, ge=60)
     commit_interval_s: float = Field(1.0, gt=0)
     stats_interval_s: float = Field(5.0, gt=0)
+    # Request bodies above this are refused (413) before any session or login is looked at.
+    max_body_bytes: int = Field(65536, ge=1024)
+    # Proxies whose X-Forwarded-For names the client (login limits count per address);
+    # empty = the socket's peer is the client.
+    trusted_proxies: list[str] = []
 
     @field_validator("redis_url")
     @classmethod

@@ -1,7 +1,8 @@
 """Text normalisation shared by the verdict cache key, the rules stage and the datasets.
 
-`normalize` is the cache key's normalisation: its output must never change, or every
-cached verdict is orphaned (tests/unit/core/test_text.py pins examples). The folds below
+`normalize` is the cache key's normalisation, linear in the text whatever its characters:
+a change to its output orphans every cached verdict (tests/unit/core/test_text.py pins
+examples; the cache key's fingerprint names the version that made a verdict). The folds below
 are for rules only: they map look-alike spellings onto one form so a term list written
 in plain letters also matches `f@ck`, `idiot` spelt with Cyrillic i or `idiöt`. They are lossy on
 purpose and never reach the cache key.
@@ -9,12 +10,16 @@ purpose and never reach the cache key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
+from typing import NamedTuple
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
-_SPACES = re.compile(r"\s+")
+_MAX_NONSTARTERS = 8  # UAX #15 says 30; no real text stacks 8 marks on a letter
+_MAX_EXPANSION = 4
+_CUT_RUN = "\\1\u034f"  # the combining grapheme joiner, a starter: UAX #15's cut
 
 # Digits and symbols that stand in for letters. Applied after `normalize`, on lower case.
 # Punctuation that ends words (!, |, +) is left alone: folding it would break word boundaries.
@@ -49,15 +54,70 @@ _HOMOGLYPHS = str.maketrans(
 )
 
 
+class _Tables(NamedTuple):
+    long_run: re.Pattern[str]  # more than _MAX_NONSTARTERS characters that reorder
+    expanding: re.Pattern[str]  # characters whose NFKC is over _MAX_EXPANSION long
+    keep: dict[int, int]  # each of those to a private-use code point of its own
+
+
+@functools.cache
+def _tables() -> _Tables:
+    """Built on first use (one pass over the code points, ~0.1 s), never at import."""
+    marks: list[int] = []
+    expanding: list[int] = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        if unicodedata.combining(char):
+            marks.append(cp)
+        elif unicodedata.decomposition(char):
+            nfkd = unicodedata.normalize("NFKD", char)
+            if unicodedata.combining(nfkd[0]):
+                marks.append(cp)
+            if len(unicodedata.normalize("NFKC", char)) > _MAX_EXPANSION:
+                expanding.append(cp)
+    # Two classes, below and above U+FFFF: the regex engine makes a bitmap of the first
+    # (one lookup per character) where one class of both would be a list of ranges.
+    run = "(?:" + _char_class(marks, 0, 0xFFFF) + "|" + _char_class(marks, 0x10000) + ")"
+    return _Tables(
+        long_run=re.compile(f"({run}{{{_MAX_NONSTARTERS}}})(?={run})"),
+        expanding=re.compile(_char_class(expanding)),
+        keep={cp: 0xF0000 + i for i, cp in enumerate(expanding)},
+    )
+
+
+def _char_class(cps: list[int], low: int = 0, high: int = 0x10FFFF) -> str:
+    parts: list[str] = []
+    chosen = [cp for cp in cps if low <= cp <= high]
+    start = prev = chosen[0]
+    for cp in [*chosen[1:], -1]:
+        if cp == prev + 1:
+            prev = cp
+            continue
+        parts.append(re.escape(chr(start)) + (f"-{re.escape(chr(prev))}" if prev > start else ""))
+        start = prev = cp
+    return "[" + "".join(parts) + "]"
+
+
 def normalize(text: str) -> str:
-    """Fold Unicode compatibility forms, case, zero-width characters and whitespace."""
-    if text.isascii():
-        # Same output, a quarter of the time (the rules stage runs this on every post):
-        # NFKC and the zero-width set leave ASCII alone, casefold is lower, and str.split
-        # splits on exactly what `\s` matches (str.isspace).
-        return " ".join(text.lower().split())
+    """Fold Unicode compatibility forms, case, zero-width characters and whitespace.
+
+    Linear in the text, with a small constant whatever its characters:
+    - Unicode's canonical reordering sorts each run of combining marks, quadratic in the
+      run's length, so runs are first cut every 8 marks by U+034F (the Stream-Safe Text
+      Format of UAX #15);
+    - the few characters whose compatibility form is long (U+FDFA is 18 characters) stay
+      themselves, as private-use characters of their own, so no text grows many-fold.
+    """
+    if text.isascii():  # NFKC leaves ASCII alone, and it has no zero-width characters
+        return " ".join(text.lower().split())  # str.split splits on exactly what `\s` matches
+    tables = _tables()
+    text = tables.long_run.sub(_CUT_RUN, text)
+    if tables.expanding.search(text):
+        text = text.translate(tables.keep)
     folded = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).casefold()
-    return _SPACES.sub(" ", folded).strip()
+    return " ".join(folded.split())
 
 
 def fold_leetspeak(text: str) -> str:

@@ -54,6 +54,27 @@ def valid_name(name: str) -> bool:
     return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-" for c in name)
 
 
+_MAX_BACKOFF_S = 86400
+# KEYS: the (user, address) and the address counters; ARGV: their limits, the window, the
+# longest wait. Refused (0) if either is at its limit; the try is counted either way, and
+# past the limit each one doubles the counter's remaining life.
+_TRY = """
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
+local window, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local allowed = 1
+for i = 1, 2 do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= limits[i] then allowed = 0 end
+end
+for i = 1, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  local life = window
+  if n > limits[i] then life = math.min(window * 2 ^ (n - limits[i]), cap) end
+  redis.call('EXPIRE', KEYS[i], math.floor(life))
+end
+return allowed
+"""
+
+
 class Accounts:
     """Users, sessions and failed-login counters on the review store's Redis."""
 
@@ -62,6 +83,7 @@ class Accounts:
         self._redis: Any = store.redis
         self._prefix = store.prefix
         self._settings = settings
+        self._try = self._redis.register_script(_TRY)
 
     async def add_user(self, name: str, password: str, role: Role) -> None:
         """Create or replace a user; the password is kept only as an argon2id hash."""
@@ -78,23 +100,72 @@ class Accounts:
             )
         except RedisError as exc:
             raise ReviewStoreUnavailable(f"redis add user failed: {exc}") from exc
+        # A replaced password (or role) ends every session opened under the old one.
+        await self.end_sessions(name)
 
-    async def limited(self, name: str, address: str) -> bool:
-        """Whether logins for `name` or from `address` are refused for now."""
+    async def delete_user(self, name: str) -> bool:
+        """Delete a user and end their sessions; False if there was no such user."""
         try:
-            by_user, by_address = await self._redis.mget(
-                self._fail_key("user", name), self._fail_key("addr", address)
+            deleted = await self._redis.delete(f"{self._prefix}:user:{name}")
+        except RedisError as exc:
+            raise ReviewStoreUnavailable(f"redis delete user failed: {exc}") from exc
+        await self.end_sessions(name)
+        return bool(deleted)
+
+    async def end_sessions(self, name: str) -> int:
+        """End every live session of user `name`; how many there were."""
+        index = self._sessions_key(name)
+        try:
+            digests = await self._redis.smembers(index)
+            keys = [f"{self._prefix}:session:{d}" for d in digests]
+            ended = await self._redis.delete(*keys) if keys else 0
+            await self._redis.delete(index)
+        except RedisError as exc:
+            raise ReviewStoreUnavailable(f"redis end sessions failed: {exc}") from exc
+        return int(ended)
+
+    def _sessions_key(self, name: str) -> str:
+        return f"{self._prefix}:sessions:{name}"
+
+    async def try_login(self, name: str, address: str) -> bool:
+        """Spend one login try for `name` from `address`; False if refused for now.
+
+        One Redis script checks and counts in one step, so N parallel guesses cannot all
+        pass a check made before any of them was counted. Tries are counted per (user,
+        address) and per address, never per user alone: a stranger's failures elsewhere
+        cannot lock a reviewer out. Past the limit every further try doubles the wait
+        (up to a day). A try that signs in is given back (`refund_try`).
+        """
+        s = self._settings
+        try:
+            allowed = await self._try(
+                keys=[
+                    self._fail_key("pair", f"{name}\x00{address}"),
+                    self._fail_key("addr", address),
+                ],
+                args=[
+                    s.login_failures_per_user,
+                    s.login_failures_per_address,
+                    s.login_window_s,
+                    _MAX_BACKOFF_S,
+                ],
             )
         except RedisError as exc:
             raise ReviewStoreUnavailable(f"redis rate limit failed: {exc}") from exc
-        s = self._settings
-        return (
-            int(by_user or 0) >= s.login_failures_per_user
-            or int(by_address or 0) >= s.login_failures_per_address
-        )
+        return bool(allowed)
 
-    async def authenticate(self, name: str, password: str, address: str) -> Role | None:
-        """The user's role if the password is right; a wrong one counts as a failure."""
+    async def refund_try(self, name: str, address: str) -> None:
+        """Give back the try of a login that succeeded."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.decr(self._fail_key("pair", f"{name}\x00{address}"))
+                pipe.decr(self._fail_key("addr", address))
+                await pipe.execute()
+        except RedisError as exc:
+            raise ReviewStoreUnavailable(f"redis rate limit failed: {exc}") from exc
+
+    async def authenticate(self, name: str, password: str) -> Role | None:
+        """The user's role if the password is right (the try was counted before)."""
         try:
             user: dict[str, str] = (
                 await self._redis.hgetall(f"{self._prefix}:user:{name}") if valid_name(name) else {}
@@ -104,19 +175,7 @@ class Accounts:
         ok = await asyncio.to_thread(_verify, user.get("hash", _DUMMY), password)
         if ok and user:
             return "lead" if user.get("role") == "lead" else "reviewer"
-        await self._count_failure(name, address)
         return None
-
-    async def _count_failure(self, name: str, address: str) -> None:
-        window = self._settings.login_window_s
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in (self._fail_key("user", name), self._fail_key("addr", address)):
-                    pipe.incr(key)
-                    pipe.expire(key, window, nx=True)
-                await pipe.execute()
-        except RedisError as exc:
-            raise ReviewStoreUnavailable(f"redis rate limit failed: {exc}") from exc
 
     def _fail_key(self, kind: str, value: str) -> str:
         return f"{self._prefix}:loginfail:{kind}:{_digest(value)}"
@@ -130,6 +189,9 @@ class Accounts:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping={"user": user, "role": role, "csrf": session.csrf})
                 pipe.expire(key, self._settings.session_ttl_s)
+                # The user's sessions, so a password change or a deletion can end them all.
+                pipe.sadd(self._sessions_key(user), _digest(token))
+                pipe.expire(self._sessions_key(user), self._settings.session_ttl_s)
                 await pipe.execute()
         except RedisError as exc:
             raise ReviewStoreUnavailable(f"redis session failed: {exc}") from exc

@@ -28,7 +28,14 @@ from starlette.templating import Jinja2Templates
 from modpipe.core.errors import ReviewStoreUnavailable
 from modpipe.review.accounts import Accounts, Session
 from modpipe.review.console import Console
-from modpipe.review.gate import LOGIN_ERRORS, Gate, SecurityHeaders, not_json, read_json
+from modpipe.review.gate import (
+    LOGIN_ERRORS,
+    BodyLimit,
+    Gate,
+    SecurityHeaders,
+    not_json,
+    read_json,
+)
 from modpipe.review.store import REASONS, Lease
 
 log = logging.getLogger(__name__)
@@ -287,4 +294,6 @@ def build_app(console: Console) -> Starlette:
         exception_handlers={ReviewStoreUnavailable: unavailable},
     )
     app.add_middleware(SecurityHeaders)
+    # Outermost: a body over the limit is refused before anything else reads it.
+    app.add_middleware(BodyLimit, max_bytes=console.settings.review.max_body_bytes)
     return app

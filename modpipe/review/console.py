@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,8 @@ from modpipe.review.store import ReviewStore, connect
 log = logging.getLogger(__name__)
 
 OUTBOX_INTERVAL_S = 1.0
+RESTART_BACKOFF_S = (0.5, 30.0)  # first and longest wait before a crashed task restarts
+UNREADY_AFTER_CRASH_S = 30.0  # /readyz fails this long after any background task crashed
 
 
 class Console:
@@ -70,28 +73,55 @@ class Console:
         self.appeals = AppealIntake(settings, self.store, self.ledger, self.desk.send, metrics)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._crashed_at: dict[str, float] = {}  # task name -> monotonic time of its last crash
 
     async def start(self) -> None:
         """Create missing topics, start the producer and the background tasks."""
         await ensure_pipeline_topics(self.settings)  # sized like the workers create them
         await ensure_compliance_topics(self.settings)  # the appeals topic
         await self._producer.start()
+        work: dict[str, Callable[[], Awaitable[object]]] = {
+            "review-feeder": lambda: self.feeder.run(self._stopping),
+            "review-appeals": lambda: self.appeals.run(self._stopping),
+            "review-outbox": lambda: self._every(OUTBOX_INTERVAL_S, self.desk.republish_overdue),
+            "review-gauges": lambda: self._every(
+                self.settings.review.stats_interval_s, self.desk.refresh_gauges
+            ),
+        }
         self._tasks = [
-            asyncio.create_task(self.feeder.run(self._stopping), name="review-feeder"),
-            asyncio.create_task(self.appeals.run(self._stopping), name="review-appeals"),
-            asyncio.create_task(
-                self._every(OUTBOX_INTERVAL_S, self.desk.republish_overdue), name="review-outbox"
-            ),
-            asyncio.create_task(
-                self._every(self.settings.review.stats_interval_s, self.desk.refresh_gauges),
-                name="review-gauges",
-            ),
+            asyncio.create_task(self._supervised(name, run), name=name)
+            for name, run in work.items()
         ]
         log.info(
             "review console started group=%s topic=%s",
             self.settings.review.group_id,
             self.settings.topics.review,
         )
+
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
+        """Run `run` until stopping; a crash is logged, marks the console unready, and
+        restarts it after a backoff that doubles with each crash in a row."""
+        backoff_s = RESTART_BACKOFF_S[0]
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await run()
+                return  # it returns only when stopping
+            except Exception:
+                self._crashed_at[name] = time.monotonic()
+                log.exception("background task %s crashed; restarting in %.1fs", name, backoff_s)
+            if time.monotonic() - started > RESTART_BACKOFF_S[1]:
+                backoff_s = RESTART_BACKOFF_S[0]  # it had been running fine: start over
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
+            backoff_s = min(backoff_s * 2, RESTART_BACKOFF_S[1])
+
+    async def check_tasks(self) -> None:
+        """A readiness check: raises while a background task crashed recently."""
+        now = time.monotonic()
+        recent = sorted(n for n, t in self._crashed_at.items() if now - t < UNREADY_AFTER_CRASH_S)
+        if recent:
+            raise RuntimeError(f"background task crashed recently: {', '.join(recent)}")
 
     async def _every(self, interval_s: float, work: Callable[[], Awaitable[object]]) -> None:
         while not self._stopping.is_set():

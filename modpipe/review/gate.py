@@ -53,6 +53,85 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class BodyLimit:
+    """Refuses a request body over `max_bytes` with 413, before routing, sessions or login.
+
+    A declared Content-Length over the limit is refused without reading a byte; a chunked
+    body is counted as it arrives and refused once past the limit, so no handler (and no
+    argon2 verification) ever sees more than `max_bytes`.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    await _too_large(send, self.max_bytes)
+                    return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, max_bytes: int) -> None:
+    body = json.dumps({"error": f"request body over {max_bytes} bytes"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def safe_name(username: object, limit: int = 64) -> str:
+    """A user name as it may appear in a log line: printable ASCII, escaped and cut short,
+    so a crafted name can neither forge log lines nor flood them."""
+    text = username if isinstance(username, str) else repr(username)
+    cut = text[:limit]
+    escaped = cut.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in escaped)
+    return escaped + ("..." if len(text) > limit else "")
+
+
 class Gate:
     """Session and CSRF checks around handlers, cookies, and signing in."""
 
@@ -124,15 +203,19 @@ class Gate:
         if not isinstance(username, str) or not isinstance(password, str):
             return None, "", 400
         address = request.client.host if request.client else "unknown"
-        if await self.accounts.limited(username, address):
-            log.warning("login refused (rate limit) user=%s address=%s", username, address)
+        if not await self.accounts.try_login(username, address):
+            log.warning(
+                "login refused (rate limit) user=%s address=%s", safe_name(username), address
+            )
             return None, "", 429
-        role = await self.accounts.authenticate(username, password, address)
+        role = await self.accounts.authenticate(username, password)
+        if role is not None:
+            await self.accounts.refund_try(username, address)
         if role is None:
-            log.info("login failed user=%s address=%s", username, address)
+            log.info("login failed user=%s address=%s", safe_name(username), address)
             return None, "", 401
         token, session = await self.accounts.open_session(username, role)
-        log.info("login user=%s role=%s", username, role)
+        log.info("login user=%s role=%s", safe_name(username), role)
         return session, token, 200
 
 

@@ -20,7 +20,8 @@ def test_normalize_output_is_pinned() -> None:
     assert normalize("ｆｕｌｌ ｗｉｄｔｈ") == "full width"
     assert normalize("Stra\u00dfe") == "strasse"
     assert normalize("1d10t \u0456diot") == "1d10t \u0456diot"  # no folds here
-    material = "\x1f".join(("v1", "p", "m", "hello world"))
+    # Fields: policy version, provider, model, the provider's fingerprint, the text.
+    material = "\x1f".join(("v1", "p", "m", "", "hello world"))
     assert (
         cache_key("v1", "p", "m", " Hello  World ") == hashlib.sha256(material.encode()).hexdigest()
     )

@@ -22,6 +22,7 @@ class FakeProvider:
     name = "fake"
     model = "fake-model"
     paid = False
+    fingerprint = "fake-shape"
 
     def __init__(self, fail_with: ProviderError | None = None) -> None:
         self.calls: list[str] = []
@@ -80,6 +81,12 @@ class MemoryCache:
             return None
         self.locks[key] = token = uuid.uuid4().hex
         return token
+
+    lock_ttl_s = 30.0
+
+    async def extend(self, key: str, token: str) -> bool:
+        self._check()
+        return self.locks.get(key) == token
 
     async def unlock(self, key: str, token: str) -> None:
         self._check()

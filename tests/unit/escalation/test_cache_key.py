@@ -1,3 +1,5 @@
+import pytest
+
 from escalation.cache import cache_key, normalize
 
 
@@ -35,3 +37,42 @@ def test_fields_cannot_run_into_each_other() -> None:
 def test_key_does_not_contain_the_text() -> None:
     key = cache_key("v1", "chat", "m", "secretword")
     assert "secret" not in key and len(key) == 64
+
+
+def test_normalization_never_sorts_a_long_run_of_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Canonical reordering is quadratic in a run of combining marks: the text reaching
+    # NFKC must have none longer than a few, whatever the post holds.
+    import unicodedata
+
+    import modpipe.core.text as text_module
+
+    seen: list[str] = []
+    real = unicodedata.normalize
+
+    def spy(form: str, text: str) -> str:
+        seen.append(text)
+        return real(form, text)
+
+    monkeypatch.setattr(text_module.unicodedata, "normalize", spy)
+    for text in ("a" + "\u0301\u0316" * 5000, "b" + "\u0f73" * 5000, "c" + "\u0316" * 9000):
+        seen.clear()
+        normalize(text)
+        longest = max(_longest_mark_run(real("NFKD", t)) for t in seen if len(t) > 100)
+        assert longest <= 2 * 8 + 2  # a cut every 8, each mark decomposing to at most 2
+
+
+def _longest_mark_run(text: str) -> int:
+    import unicodedata
+
+    longest = run = 0
+    for char in text:
+        run = run + 1 if unicodedata.combining(char) else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_long_compatibility_forms_stay_short_and_distinct() -> None:
+    # U+FDFA is 18 characters after NFKC: a post of them must not grow eighteenfold.
+    assert len(normalize("\ufdfa" * 1000)) == 1000
+    assert normalize("\ufdfa") != normalize("\ufdfb")
+    assert normalize("ﬁ") == "fi"  # short compatibility forms still fold

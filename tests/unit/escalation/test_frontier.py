@@ -118,7 +118,7 @@ async def test_across_workers_the_lock_holder_pays_and_the_other_waits(
     pa.gate.clear()
     first = asyncio.create_task(a.decide("shared text"))
     await asyncio.wait_for(pa.entered.wait(), TIMEOUT_S)
-    key = cache_key(settings.policy.version, pa.name, pa.model, "shared text")
+    key = cache_key(settings.policy.version, pa.name, pa.model, "shared text", pa.fingerprint)
     assert key in cache.locks  # a holds the cross-process lock while it calls
     second = asyncio.create_task(b.decide("shared text"))
     pa.gate.set()

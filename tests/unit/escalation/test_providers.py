@@ -187,3 +187,95 @@ async def test_moderation_without_mapped_categories_is_invalid(settings: Setting
     )
     with pytest.raises(InvalidOutput, match="none of the mapped"):
         await provider.decide("x")
+
+
+@pytest.mark.parametrize(
+    ("content", "refusal", "retryable_for_reasoning"),
+    [
+        (None, "I can't", False),
+        ("{not json", None, True),
+        (answer(categories=["spam"]), None, True),
+    ],
+)
+async def test_a_bad_reply_carries_its_bill_and_is_final_at_temperature_zero(
+    settings: Settings, content: str | None, refusal: str | None, retryable_for_reasoning: bool
+) -> None:
+    reply = completion(content, refusal=refusal)
+    expected = CostModel(settings.prices).frontier_usd("gpt-4.1-mini", 400, 30)
+    with pytest.raises(InvalidOutput) as info:
+        await chat(settings, lambda r: httpx.Response(200, json=reply)).decide("x")
+    assert info.value.billed_usd == pytest.approx(expected) and expected > 0
+    assert (info.value.billed_input_tokens, info.value.billed_output_tokens) == (400, 30)
+    assert info.value.retryable is False  # temperature 0: the same post, the same reply
+    reasoning = ChatProvider(
+        sdk(lambda r: httpx.Response(200, json=reply)),
+        "gpt-4.1-mini",
+        settings.policy,
+        CostModel(settings.prices),
+        family="reasoning",
+    )
+    with pytest.raises(InvalidOutput) as info:
+        await reasoning.decide("x")
+    assert info.value.retryable is retryable_for_reasoning  # a refusal is final anyway
+
+
+async def test_reasoning_models_get_max_completion_tokens_and_no_temperature(
+    settings: Settings,
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        if "temperature" in body or "max_tokens" in body:  # what reasoning models answer
+            return httpx.Response(
+                400, json={"error": {"message": "Unsupported parameter: 'max_tokens'"}}
+            )
+        return httpx.Response(200, json=completion(answer()))
+
+    provider = ChatProvider(
+        sdk(handler), "o4-mini", settings.policy, CostModel(settings.prices), family="reasoning"
+    )
+    verdict = await provider.decide("x")
+    assert verdict.action == "block"
+    assert seen[0]["max_completion_tokens"] == 300 and "temperature" not in seen[0]
+
+
+def test_the_family_is_chosen_by_configuration(make_settings: Any) -> None:
+    from escalation.providers import build_provider
+
+    settings = make_settings(
+        escalation={"provider": "chat", "base_url": "http://x.test/v1", "model_family": "reasoning"}
+    )
+    provider = build_provider(settings)
+    assert isinstance(provider, ChatProvider) and provider.family == "reasoning"
+
+
+def test_a_paid_provider_without_a_key_is_a_start_error(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from escalation.providers import build_provider
+    from modpipe.core.errors import ConfigError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings = make_settings(escalation={"provider": "chat"})
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        build_provider(settings)
+
+
+def test_the_prompt_and_schema_are_part_of_the_cache_key(make_settings: Any) -> None:
+    # A verdict obtained under one prompt is never served under another.
+    from escalation import prompt
+
+    settings = make_settings()
+    policy = settings.policy
+    changed = policy.model_copy(
+        update={"categories": {**policy.categories, "harassment": "reworded"}}
+    )
+    assert prompt.fingerprint(policy) != prompt.fingerprint(changed)
+    a = ChatProvider(sdk(lambda r: httpx.Response(500)), "m", policy, CostModel(settings.prices))
+    b = ChatProvider(sdk(lambda r: httpx.Response(500)), "m", changed, CostModel(settings.prices))
+    assert a.fingerprint != b.fingerprint
+    mod = ModerationProvider(sdk(lambda r: httpx.Response(500)), "m", policy, 0.5)
+    stricter = ModerationProvider(sdk(lambda r: httpx.Response(500)), "m", policy, 0.4)
+    assert mod.fingerprint != stricter.fingerprint

@@ -1,0 +1,148 @@
+"""Cost per KB of hostile records against an ordinary post, on every per-record step.
+
+    flock /tmp/modpipe-bench.lock .venv/bin/python bench/adversarial.py [--sizes 2048,16384,60000]
+
+Run as a script path (not `-m`), so that PYTHONPATH alone chooses the code measured: the
+same file measures main's code with `PYTHONPATH=/work/main` for a before/after line.
+
+The steps a record passes through on its way to a verdict, each timed together: the
+strict decoder and schema (`parse_post`), the cache key's normalisation (`cache_key`), and
+the frontier prompt with its cost estimate (`prompt.messages`). A refused record stops
+where the pipeline stops it (at the decoder); that is its cost.
+
+The corpus (`corpus()`) is generated, by kind, at each size: unterminated strings, runs of
+quotes, backslashes and brackets (inside and outside strings), nesting at the limit,
+zero-width characters and combining marks (in the orders that make Unicode reordering
+work hardest). Each kind is timed at each size; the line reports the median and the
+worst µs per KB over the corpus, and the ordinary post's median µs per KB. Times are the
+process's CPU time (the work is single-threaded), so a busy machine does not inflate them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+MAX_BYTES = 65536
+
+
+def _post(text: str, **extra: Any) -> bytes:
+    return json.dumps({"post_id": "p1", "text": text, **extra}, ensure_ascii=False).encode()
+
+
+def _fill(unit: str, size: int, head: str = "") -> str:
+    return head + unit * max(1, (size - len(head.encode())) // len(unit.encode()))
+
+
+def ordinary(size: int) -> bytes:
+    """A post of ordinary words, about `size` bytes."""
+    words = "the match last night was close and the referee had a quiet game overall "
+    return _post(_fill(words, size - 40))
+
+
+def corpus(size: int) -> Iterator[tuple[str, bytes]]:
+    """Hostile records of about `size` bytes, by kind (each name says what it attacks)."""
+    n = size - 40
+    head = b'{"post_id":"p1","text":"'
+    raw: list[tuple[str, bytes]] = [
+        ("unterminated-escaped-quotes", head + b'\\"' * (n // 2)),
+        ("unterminated-backslashes", head + b"\\" * n),
+        ("unterminated-brackets", head + b"[" * n),
+        ("quote-run-raw", b"[" * 40 + b'"' * n),
+        ("escaped-quote-bracket-run", b"[" * 40 + b'"\\"[' * (n // 4)),
+        ("open-brackets", b"[" * n),
+        ("close-brackets", b"]" * n),
+        ("alternating-brackets", b"[]" * (n // 2)),
+        ("nested-at-limit-repeated", _post("x", extra=[_nest(30)] * (n // 64))),
+        ("many-empty-strings", _post("x", extra=[""] * (n // 3))),
+        ("brackets-in-text", _post("[" * n)),
+        ("braces-and-quotes-in-text", _post('{"[' * (n // 3))),
+        ("quotes-in-text", _post('"' * (n // 2))),
+        ("backslashes-in-text", _post("\\" * (n // 2))),
+        ("zero-width", _post(_fill("\u200b", n))),
+        ("zero-width-mixed", _post(_fill("a\u200d\u2060\ufeff", n))),
+        ("combining-alternating", _post(_fill("\u0301\u0316", n, head="a"))),
+        ("combining-sorted-reverse", _post("a" + "\u0301" * (n // 4) + "\u0316" * (n // 4))),
+        ("combining-decomposing", _post(_fill("\u0f73", n, head="a"))),
+        ("compat-expanding", _post(_fill("\ufdfa", n))),  # one char, 18 after NFKC
+        ("whitespace-run", _post(_fill(" \t\n", n) + "x")),
+        ("html-specials", _post(_fill("<&>", n))),
+    ]
+    yield from raw
+
+
+def _nest(depth: int) -> Any:
+    out: Any = 1
+    for i in range(depth):
+        out = [out] if i % 2 else {"k": out}
+    return out
+
+
+def _pipeline() -> Callable[[bytes], None]:
+    from escalation import prompt
+    from escalation.cache import cache_key
+    from modpipe.core.errors import InvalidRecord
+    from modpipe.core.records import parse_post
+    from modpipe.core.settings import load_settings
+
+    policy = load_settings().policy
+
+    def one(raw: bytes) -> None:
+        try:
+            post = parse_post(raw, MAX_BYTES)
+        except InvalidRecord:
+            return  # refused: a dead letter, nothing further
+        cache_key(policy.version, "chat", "model", post.text)
+        prompt.messages(policy, post.text)
+
+    return one
+
+
+def _us_per_kb(step: Callable[[bytes], None], raw: bytes, budget_s: float) -> float:
+    times: list[float] = []
+    started = time.process_time()
+    while len(times) < 25 and (len(times) < 3 or time.process_time() - started < budget_s):
+        t = time.process_time()
+        step(raw)
+        times.append(time.process_time() - t)
+    return statistics.median(times) * 1e6 / (len(raw) / 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="2048,16384,60000")
+    parser.add_argument("--budget-s", type=float, default=1.0, help="timing per record")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    step = _pipeline()
+    step(ordinary(512))  # warm: imports, lazy tables
+    step(_post("a\u0301"))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    base = _us_per_kb(step, ordinary(512), args.budget_s)
+    base_sized = {s: _us_per_kb(step, ordinary(s), args.budget_s) for s in sizes}
+    results: list[tuple[float, str, int]] = []
+    for size in sizes:
+        for name, raw in corpus(size):
+            cost = _us_per_kb(step, raw, args.budget_s)
+            results.append((cost, name, len(raw)))
+            if args.verbose:
+                print(f"  {name:30s} {len(raw):6d} B {cost:10.2f} µs/KB", flush=True)
+    costs = [c for c, _, _ in results]
+    worst, worst_name, worst_size = max(results)
+    print(
+        f"ordinary post (512 B): {base:.2f} µs/KB; ordinary at "
+        + ", ".join(f"{s} B: {v:.2f}" for s, v in base_sized.items())
+        + " µs/KB"
+    )
+    print(
+        f"adversarial ({len(results)} records): median {statistics.median(costs):.2f} µs/KB, "
+        f"worst {worst:.2f} µs/KB ({worst_name}, {worst_size} B) = {worst / base:.2f}x ordinary"
+    )
+
+
+if __name__ == "__main__":
+    main()
