@@ -34,6 +34,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka import TopicPartition
+from faust.types import TP
 
 from classifiers import Classifier
 from modpipe.core import kafka_compat
@@ -123,10 +124,11 @@ class TriageWorker:
         # Exactly once: set while no take-over of partitions is under way.
         self._taking_over = asyncio.Event()
         self._taking_over.set()
-        # Per partition, the offset below which everything is committed: read at take-over,
-        # raised by each commit. A post below it is never decided or published again, even
-        # when a seek (Faust's own, on a rebalance) fetches it a second time.
-        self._floor: dict[TopicPartition, int] = {}
+        # Per partition, the next offset to take: the committed offset read at take-over,
+        # then one past each message handed to triage. A message is handed at most once per
+        # assignment, even when a seek (Faust's own, on a rebalance) or a fetch made before
+        # the take-over brings it a second time.
+        self._next: dict[TopicPartition, int] = {}
         self._epoch = 0  # counts the partitions given up: a batch from an older epoch is stale
         limits = wire_limits(settings.kafka.max_message_bytes)
         self._txns = (
@@ -165,7 +167,7 @@ class TriageWorker:
                 # can commit after that read.
                 await self._txns.assign(assigned)
                 await self.app.consumer.perform_seek()
-                self._floor = {
+                self._next = {
                     TopicPartition(tp.topic, tp.partition): offset
                     for tp, offset in committed_offsets(self.app).items()
                     if offset is not None
@@ -199,10 +201,10 @@ class TriageWorker:
         # Called by the fetch loop with each fetch (at most `batch_max` posts: the poll
         # size): it fetches again once this returns, so waiting for a slot is back-pressure.
         if self._txns is not None:
-            # A fetch made before the take-over above may hold posts its earlier owner
-            # committed meanwhile: they are not ours to decide again.
+            # A fetch made before the take-over may hold posts its earlier owner committed,
+            # and a seek may bring posts already taken: neither is decided again.
             await self._taking_over.wait()
-            fetched = _from(fetched, self._floor)
+            fetched = _untaken(fetched, self._next)
             if not fetched.posts:
                 return
         await self._slots.acquire()
@@ -248,39 +250,26 @@ class TriageWorker:
     async def _commit(self, ready: list[tuple[_Batch, BatchResult]]) -> None:
         """Commit the batches' transactions; during an outage, again until the broker is back."""
         assert self._txns is not None
+        # A batch fetched before its partitions were revoked never commits.
+        current = [(b, r) for b, r in ready if b.epoch == self._epoch]
+        if len(current) < len(ready):
+            log.info("dropping %d batches fetched before a revocation", len(ready) - len(current))
+        outputs = _per_partition(current)
         delay = 0.2
-        fenced: set[TopicPartition] = set()
-        while True:
-            # A batch fetched before its partitions were revoked never commits.
-            current = [(b, r) for b, r in ready if b.epoch == self._epoch]
-            if len(current) < len(ready):
-                log.info(
-                    "dropping %d batches fetched before a revocation", len(ready) - len(current)
-                )
-            outputs = _per_partition(current, self._floor)
-            for tp in fenced:
-                outputs.pop(tp, None)
-            if not outputs:
+        while outputs:
+            if any(b.epoch != self._epoch for b, _ in current):
+                log.info("dropping batches whose partitions were revoked while committing")
                 return
-            failed: set[TopicPartition] = set()
             try:
                 await self._txns.commit(outputs)
+                return
             except Fenced as exc:
-                fenced |= exc.partitions
+                # Another worker owns these now and decides their posts; the rest committed.
+                log.warning("dropping a batch's outputs for fenced partitions %s", exc.partitions)
+                return
             except TransactionFailed as exc:
                 log.warning("batch not committed (%s); sending it again in %.1fs", exc, delay)
-                fenced |= exc.fenced
-                failed = exc.failed
-            if fenced:
-                # Another worker owns these now and decides their posts: drop ours.
-                log.warning("dropping a batch's outputs for fenced partitions %s", fenced)
-            self._floor.update(
-                (tp, o.next_offset)
-                for tp, o in outputs.items()
-                if tp not in fenced and tp not in failed
-            )
-            if not failed:
-                return
+                outputs = {tp: o for tp, o in outputs.items() if tp in exc.failed}
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -420,44 +409,36 @@ class TriageWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _from(fetched: Fetched, floor: dict[TopicPartition, int]) -> Fetched:
-    """`fetched` less the messages below each partition's committed offset in `floor`."""
-    below = {
-        tp: floor[key]
-        for tp, offsets in fetched.offsets.items()
-        if offsets
-        and (key := TopicPartition(tp.topic, tp.partition)) in floor
-        and offsets[0] < floor[key]
-    }
-    if not below:
-        return fetched
-    posts = [
-        m for m in fetched.posts if m.offset >= below.get(TopicPartition(m.topic, m.partition), -1)
-    ]
-    log.info(
-        "skipped %d posts committed by a partition's earlier owner", len(fetched.posts) - len(posts)
-    )
-    offsets = {tp: [o for o in os if o >= below.get(tp, -1)] for tp, os in fetched.offsets.items()}
+def _untaken(fetched: Fetched, next_offset: dict[TopicPartition, int]) -> Fetched:
+    """`fetched` less the messages below each partition's next offset to take, which then
+    moves past the rest (they are taken now)."""
+    start: dict[tuple[str, int], int] = {}
+    offsets: dict[TP, list[int]] = {}
+    for ftp, tp_offsets in fetched.offsets.items():
+        tp = TopicPartition(ftp.topic, ftp.partition)
+        start[ftp.topic, ftp.partition] = first = next_offset.get(tp, 0)
+        offsets[ftp] = kept = [o for o in tp_offsets if o >= first]
+        if kept:
+            next_offset[tp] = kept[-1] + 1
+    posts = [m for m in fetched.posts if m.offset >= start.get((m.topic, m.partition), 0)]
+    if len(posts) < len(fetched.posts):
+        log.info("skipped %d posts taken or committed before", len(fetched.posts) - len(posts))
     return Fetched(posts, offsets)
 
 
 def _per_partition(
-    batches: list[tuple[_Batch, BatchResult]], floor: dict[TopicPartition, int]
+    batches: list[tuple[_Batch, BatchResult]],
 ) -> dict[TopicPartition, PartitionOutput]:
     """The batches' records grouped by the input partition of the message that owes them,
-    in fetch order, each with the offset after that partition's last message; messages
-    below a partition's `floor` (committed already) are left out, and so are partitions
-    with nothing left."""
+    in fetch order, each with the offset after that partition's last message."""
     records: dict[TopicPartition, list[Outgoing]] = {}
     ends: dict[TopicPartition, int] = {}
     for batch, result in batches:
         for owed in result.owed:
-            msg = owed.msg
-            tp = TopicPartition(msg.topic, msg.partition)
-            if msg.offset >= floor.get(tp, 0):
-                records.setdefault(tp, []).extend(result.records[owed.start : owed.end])
+            tp = TopicPartition(owed.msg.topic, owed.msg.partition)
+            records.setdefault(tp, []).extend(result.records[owed.start : owed.end])
         for ftp, offsets in batch.fetched.offsets.items():
-            tp = TopicPartition(ftp.topic, ftp.partition)
-            if offsets and offsets[-1] >= floor.get(tp, 0):
+            if offsets:
+                tp = TopicPartition(ftp.topic, ftp.partition)
                 ends[tp] = max(ends.get(tp, 0), offsets[-1] + 1)
     return {tp: PartitionOutput(records.get(tp, []), end) for tp, end in ends.items()}
