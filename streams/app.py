@@ -56,10 +56,22 @@ from streams.triage import BatchResult, Triage
 log = logging.getLogger(__name__)
 
 
+class _NoSensorNoise(logging.Filter):
+    """Faust warns "Missing sensor state for rebalance" at a worker's first assignment, as
+    its rebalance sensors saw no revocation first; modpipe uses none of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Missing sensor state for rebalance" not in str(record.msg)
+
+
+_NO_SENSOR_NOISE = _NoSensorNoise()
+
+
 def build_app(settings: Settings, datadir: Path) -> faust.App:
     """The Faust app, tuned for throughput: raw bytes in and out, large fetches."""
     datadir.parent.mkdir(parents=True, exist_ok=True)
     kafka_compat.install()  # Faust's fetcher is aiokafka's: deliver odd header names too
+    logging.getLogger("faust.app.base").addFilter(_NO_SENSOR_NOISE)  # once: same instance
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka),
