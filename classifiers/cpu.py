@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import skops.io
-
 from classifiers.base import Classification
 from modpipe.core.cost import estimate_tokens
 from modpipe.core.errors import ClassifierError, ConfigError
@@ -35,6 +33,8 @@ _TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
 def save_model(estimator: Any, model_dir: Path) -> Path:
     """Write `estimator` as `model_dir/model.skops` (compressed); its path."""
     path = model_dir / MODEL_FILE
+    import skops.io  # here, not at import: skops imports all of scikit-learn (~500 MB)
+
     skops.io.dump(estimator, path, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
     return path
 
@@ -48,6 +48,8 @@ def load_model(model_dir: Path) -> Any:
             "code when loaded; modpipe loads only model.skops: retrain it with `modpipe "
             "train` (same data and options)"
         )
+    import skops.io  # here, not at import: skops imports all of scikit-learn (~500 MB)
+
     named = skops.io.get_untrusted_types(file=path)
     foreign = [t for t in named if not t.startswith(_TRUSTED_MODULES)]
     if foreign:
