@@ -16,13 +16,14 @@ from modpipe.core.kafka import client_options
 from modpipe.core.settings import KafkaSettings, Settings
 
 # Kafka's wire codes (org.apache.kafka.common.acl / resource).
-_TOPIC, _GROUP = 2, 3
-_LITERAL = 3
+_RESOURCES = {"topic": 2, "group": 3, "transactional_id": 5}
+_LITERAL, _PREFIXED = 3, 4
 _ALLOW = 3
 _OPERATIONS = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8}
 
 Acl = tuple[str, str, str]
-"""(resource type `topic` or `group`, resource name, operation)."""
+"""(resource type `topic`, `group` or `transactional_id`, resource name, operation); a
+transactional id's name is a prefix."""
 
 
 def pipeline_acls(settings: Settings) -> list[Acl]:
@@ -37,9 +38,14 @@ def pipeline_acls(settings: Settings) -> list[Acl]:
         ("topic", topic, "WRITE")
         for topic in (t.escalations, t.verdicts, t.review, t.dlq, t.labels)
     ]
+    groups = (settings.app_id, settings.escalation.group_id, settings.review.group_id)
+    acls += [("group", group, "READ") for group in groups]
+    # Exactly once: each consumer group's transactional producers are named after it
+    # (`{group}.{topic}.{partition}`, the console's `{group}.decisions.{id}`).
     acls += [
-        ("group", group, "READ")
-        for group in (settings.app_id, settings.escalation.group_id, settings.review.group_id)
+        ("transactional_id", f"{group}.", operation)
+        for group in groups
+        for operation in ("WRITE", "DESCRIBE")
     ]
     return acls
 
@@ -51,9 +57,9 @@ async def grant(admin_kafka: KafkaSettings, user: str, acls: list[Acl]) -> None:
     try:
         for kind, name, operation in acls:
             request = CreateAclsRequest(
-                _TOPIC if kind == "topic" else _GROUP,
+                _RESOURCES[kind],
                 name,
-                _LITERAL,
+                _PREFIXED if kind == "transactional_id" else _LITERAL,
                 f"User:{user}",
                 "*",
                 _OPERATIONS[operation],
