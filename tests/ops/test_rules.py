@@ -39,7 +39,7 @@ def test_every_alert_has_a_unit_test_and_a_runbook_line() -> None:
     }
     assert alerts == tested
     readme = (DOCKER.parent / "README.md").read_text()
-    readme += "".join(p.read_text() for p in sorted((DOCKER.parent / "docs").glob("*.md")))
+    readme += "".join(p.read_text() for p in sorted((DOCKER.parent / "docs").rglob("*.md")))
     for alert in alerts:
         assert f"`{alert}`" in readme, f"no runbook line for {alert} in the README or docs/"
 

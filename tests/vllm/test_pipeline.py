@@ -82,7 +82,7 @@ async def test_overload_keeps_in_flight_bounded_and_sends_each_post_once(
             await asyncio.sleep(0.2)
 
     classifier = build_classifier(settings)
-    http = classifier._http  # type: ignore[attr-defined]
+    http = classifier.backend._http  # type: ignore[attr-defined]
     watcher = asyncio.create_task(watch_queue())
     try:
         async with Collector(settings, marker="") as c:
