@@ -164,8 +164,11 @@ class EscalationWorker:
                     last_commit = time.monotonic()
                 if max_posts is not None and self.processed >= max_posts:
                     break
+                # Idle time counts from the first assignment: a restart may wait a session
+                # timeout for a crashed member's partitions before any post can arrive.
                 if (
                     idle_exit is not None
+                    and self.ready.is_set()
                     and not self._tasks
                     and (time.monotonic() - self.last_input > idle_exit)
                 ):

@@ -378,7 +378,8 @@ class TriageWorker:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=0.2)
-                if idle_exit is not None and time.monotonic() - self._last_activity > idle_exit:
+                idle_s = time.monotonic() - self._last_activity
+                if idle_exit is not None and self.ready.is_set() and idle_s > idle_exit:
                     log.info("idle for %.1fs; stopping", idle_exit)
                     self._stopping.set()
             # Let the batches in flight finish (unless one failed), so the commit covers them.

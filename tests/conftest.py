@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
-from modpipe.core.settings import Settings, deep_merge, load_settings
+from modpipe.core.kafka import client_options
+from modpipe.core.settings import KafkaSettings, Settings, deep_merge, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "default.yaml"
@@ -19,8 +23,11 @@ MakeSettings = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings() -> MakeSettings:
-    """Settings whose topics, groups and Redis prefix are unique to one test."""
+def make_settings(request: pytest.FixtureRequest) -> Iterator[MakeSettings]:
+    """Settings whose topics, groups and Redis prefix are unique to one test; the test's
+    topics are deleted after it, so a whole suite leaves the shared broker as small as it
+    found it (thousands of partitions slow it down, and filled its heap once)."""
+    made: list[tuple[str, KafkaSettings]] = []
 
     def make(**overrides: Any) -> Settings:
         tag = uuid.uuid4().hex[:10]
@@ -50,9 +57,31 @@ def make_settings() -> MakeSettings:
             "metrics": {"port": 0, "escalator_port": 0},
             "triage": {"audit_rate": 0.0},
         }
-        return load_settings(CONFIG, deep_merge(unique, overrides))
+        settings = load_settings(CONFIG, deep_merge(unique, overrides))
+        made.append((tag, settings.kafka))
+        return settings
 
-    return make
+    yield make
+    if made and "unit" not in request.node.path.parts:
+        # In a thread of its own: the test's event loop is pytest-asyncio's to close.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _delete_topics(made)).result()
+
+
+async def _delete_topics(made: list[tuple[str, KafkaSettings]]) -> None:
+    """Delete every topic whose name holds one of the tags, on each tag's broker."""
+    for kafka in {id(k): k for _, k in made}.values():
+        admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=10_000)
+        try:
+            await asyncio.wait_for(admin.start(), timeout=5)
+            names = await admin.list_topics()
+            doomed = [n for n in names if any(tag in n for tag, _ in made)]
+            if doomed:
+                await admin.delete_topics(doomed)
+        except Exception as exc:  # a broker the test stopped: nothing left to clean
+            print(f"topics of {[tag for tag, _ in made]} not deleted: {exc!r}")
+        finally:
+            await admin.close()
 
 
 @pytest.fixture

@@ -355,7 +355,7 @@ class LoggingSettings(Section):
 class StackSettings(Section):
     home: Path = Path("~/.cache/modpipe").expanduser()
     kafka_version: str = "4.1.1"
-    kafka_heap: str = "512m"
+    kafka_heap: str = "1g"  # Kafka's own default (kafka-server-start.sh)
     redis_port: int = 6379
     secure_port: int = Field(9094, ge=1, le=65535)  # `up --secure`: SASL_SSL listener
     redis_tls_port: int = Field(6380, ge=1, le=65535)  # `up --secure`: Redis over TLS

@@ -194,9 +194,18 @@ async def test_escalator_killed_with_calls_in_flight_asks_no_post_twice(
             published = set(out.verdicts)  # committed before the kill
             asked = {text for text, n in wire.calls.items() if n}
             assert len(out.verdicts) < n, "killed too late to prove anything"
-            procs.append(subprocess.Popen([*CMD, "escalator", "--idle-exit", "5"], env=env))
-            await wait_until(lambda: len(out.verdicts) >= n, 120, "every verdict")
-            assert await asyncio.to_thread(procs[-1].wait, 60) == 0
+            restarted = subprocess.Popen([*CMD, "escalator", "--idle-exit", "5"], env=env)
+            procs.append(restarted)
+            await wait_until(
+                lambda: len(out.verdicts) >= n or restarted.poll() is not None,
+                120,
+                "every verdict",
+            )
+            code = await asyncio.to_thread(restarted.wait, 60)
+            await out.settle()
+            assert code == 0 and len(out.verdicts) == n, (
+                f"the restarted escalator exited with {code}, {n - len(out.verdicts)} undecided"
+            )
         await out.settle()
     assert set(out.verdicts) == {f"e{i}" for i in range(n)}
     assert out.duplicates() == 0
@@ -207,6 +216,35 @@ async def test_escalator_killed_with_calls_in_flight_asks_no_post_twice(
     assert not repeated & texts, "the provider was asked again about a published post"
     assert repeated <= asked
     assert len(repeated) <= 64, f"{len(repeated)} repeated calls, more than were in flight"
+
+
+async def test_a_restarted_escalator_counts_idle_time_from_its_assignment(
+    make_settings, wire: OpenAIWireServer
+) -> None:
+    # The crashed member keeps its partitions until its session times out; a restarted
+    # worker with a short --idle-exit must wait for them, not stop with posts unread.
+    settings = make_settings(escalation={"provider": "chat", "base_url": wire.url})
+    env = env_for(
+        settings, MODPIPE_ESCALATION__PROVIDER="chat", MODPIPE_ESCALATION__BASE_URL=wire.url
+    )
+    async with Outputs(settings) as out:
+        await publish(settings.kafka, settings.topics.escalations, [escalation("e0", "zero")])
+        with processes() as procs:
+            procs.append(subprocess.Popen([*CMD, "escalator"], env=env))
+            await wait_until(lambda: "e0" in out.verdicts, 60, "the first verdict")
+            procs[-1].send_signal(signal.SIGKILL)
+            procs[-1].wait()
+        await publish(settings.kafka, settings.topics.escalations, [escalation("e1", "one")])
+        metrics = Metrics()
+        frontier = build_frontier(settings, metrics)
+        try:
+            worker = EscalationWorker(settings, frontier, metrics)
+            assert await worker.run(idle_exit=1.0) == 0
+        finally:
+            if frontier is not None:
+                await frontier.aclose()
+        await out.settle()
+    assert set(out.verdicts) == {"e0", "e1"}
 
 
 def recorded(settings: Settings, post_id: str, action: Any, tier: Any) -> Outcome:
