@@ -54,8 +54,13 @@ stack-down: install
 demo: stack-up
 	$(BIN)/modpipe demo
 
+# Three workers on two cores: most integration tests wait on a broker, a session timeout or
+# a server start. A file's tests stay on one worker (tests/conftest.py groups them), so
+# module- and session-scoped servers (vLLM, the secure stack) start once.
+PYTEST_WORKERS ?= 3
+
 test: stack-up browser prometheus $(VENV)/.finetune vllm-venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -95,3 +95,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+        # Under pytest-xdist's --dist loadgroup: a file's tests run on one worker, so its
+        # module-scoped servers start once, and tests/vllm's on one worker, so its
+        # session-scoped vLLM servers do too.
+        group = "vllm" if "vllm" in item.path.parts else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))
