@@ -39,10 +39,15 @@ from prometheus_client import Gauge
 from modpipe.core import kafka_compat
 from modpipe.core.errors import AccessError, StackError
 from modpipe.core.records import Outgoing, wire_limits
+from modpipe.core.resilience import Backoff, retrying
 from modpipe.core.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
+
+# Between publish attempts: 0.2 s, doubling, at most 5 s (no jitter: one producer's own
+# records, not a crowd of clients).
+PUBLISH_BACKOFF = Backoff(base_s=0.2, cap_s=5.0, jitter=False)
 
 Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 """Hands one record to a producer and returns the future of its acknowledgement."""
@@ -198,22 +203,28 @@ async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) ->
     enough to ride out a broker restart); then KafkaError is raised and the caller must
     not commit the offsets these records answer for.
     """
-    deadline = time.monotonic() + deadline_s
     pending = list(records)
-    delay = 0.2
-    while pending:
+
+    async def send_pending() -> None:
+        nonlocal pending
         futures = [await _handed(send, r) for r in pending]
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [r for r, res in zip(pending, results, strict=True) if isinstance(res, Exception)]
-        if not failed:
-            return
-        errors = sorted({type(res).__name__ for res in results if isinstance(res, Exception)})
-        if time.monotonic() + delay > deadline:
+        if failed:
+            errors = sorted({type(res).__name__ for res in results if isinstance(res, Exception)})
+            pending = failed
             raise KafkaError(f"could not publish {len(failed)} records: {errors}")
-        log.warning("publish failed for %d records (%s); retrying", len(failed), errors)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-        pending = failed
+
+    def retrying_log(exc: BaseException, retries: int, delay: float) -> None:
+        log.warning("%s; retrying", exc)
+
+    await retrying(
+        send_pending,
+        PUBLISH_BACKOFF,
+        KafkaError,
+        deadline=time.monotonic() + deadline_s,
+        on_retry=retrying_log,
+    )
 
 
 async def kafka_ready(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
