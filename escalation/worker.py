@@ -34,6 +34,7 @@ from modpipe.core.final_verdicts import FinalVerdicts, Outcome
 from modpipe.core.kafka import build_producer, consumer_options, publish, report_lag
 from modpipe.core.metrics import Metrics
 from modpipe.core.offsets import OffsetTracker
+from modpipe.core.outputs import fallback_verdict, review_then_verdict
 from modpipe.core.records import (
     Escalation,
     Incoming,
@@ -307,17 +308,13 @@ class EscalationWorker:
         detail: str,
     ) -> Outcome:
         latency_s = max(0.0, time.time() - record.timestamp / 1000)
-        verdict = Verdict(
+        verdict = fallback_verdict(
             post_id=post.post_id,
-            action="review",
-            categories=[],
             scores=escalation.scores,
-            tier="fallback",
             model=escalation.model,
             policy_version=escalation.policy_version,
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=escalation.cost_usd,
-            verdict_id=first_verdict_id(post.post_id),
         )
         self.metrics.stage_seconds.labels("end_to_end").observe(latency_s)
         self.metrics.decisions.labels("fallback", "review").inc()
@@ -328,9 +325,7 @@ class EscalationWorker:
     def _published(self, escalation: Escalation, post: Post, outcome: Outcome) -> list[Outgoing]:
         """The records of a post's final outcome: for a review, its item, then the verdict
         (a reviewer has the post before the platform is told)."""
-        t = self.settings.topics
-        key = post.post_id.encode()
-        records = [Outgoing(t.verdicts, key, outcome.verdict)]
+        item = None
         if outcome.review_reason is not None:
             item = ReviewItem(
                 post=escalation.post,
@@ -340,8 +335,8 @@ class EscalationWorker:
                 reason=cast("ReviewReason", outcome.review_reason),
                 detail=outcome.review_detail,
             )
-            records.insert(0, Outgoing(t.review, key, encode(item)))
-        return records
+        key = post.post_id.encode()
+        return review_then_verdict(self.settings.topics, key, outcome.verdict, item)
 
     async def _send(self, r: Outgoing) -> Any:
         assert self._producer is not None  # at least once
