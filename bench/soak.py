@@ -58,6 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from bench.stand_ins import KINDS, Kind, openai_wire_server, post_id
 from modpipe.core.kafka import (
     consumer_lag,
     consumer_options,
@@ -67,8 +68,6 @@ from modpipe.core.kafka import (
 )
 from modpipe.core.records import first_verdict_id
 from modpipe.core.settings import Settings, load_settings
-from tests.bad_input_corpus import KINDS, Kind, post_id
-from tests.openai_wire_server import openai_wire_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "default.yaml"
