@@ -29,6 +29,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from escalation.frontier import Decided, FrontierTier
+from modpipe.core.dead_letters import dead_letter, readable_error
 from modpipe.core.errors import BudgetExhausted, InvalidRecord, ProviderError
 from modpipe.core.final_verdicts import FinalVerdicts, Outcome
 from modpipe.core.kafka import build_producer, consumer_options, publish, report_lag
@@ -43,11 +44,9 @@ from modpipe.core.records import (
     ReviewItem,
     ReviewReason,
     Verdict,
-    dead_letter,
     encode,
     first_verdict_id,
     parse_escalation,
-    readable_error,
     wire_limits,
 )
 from modpipe.core.settings import Settings

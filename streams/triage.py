@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from classifiers import Classification, Classifier
 from modpipe.core.cost import CostModel
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.errors import ClassifierError, InvalidRecord
 from modpipe.core.final_verdicts import FinalVerdicts, Outcome
 from modpipe.core.metrics import Metrics
@@ -35,7 +36,6 @@ from modpipe.core.records import (
     ReviewReason,
     Tier,
     Verdict,
-    dead_letter,
     encode,
     encode_verdict,
     now_rfc3339,

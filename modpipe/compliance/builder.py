@@ -32,10 +32,11 @@ from modpipe.compliance.consuming import (
 )
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.statements import Context, Source, build_statement, verdict_key
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.decoding import load_object
 from modpipe.core.errors import ConfigError, InvalidRecord
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Incoming, Outgoing, Verdict, dead_letter
+from modpipe.core.records import Incoming, Outgoing, Verdict
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)

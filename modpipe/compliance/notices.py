@@ -24,9 +24,10 @@ from modpipe.compliance.consuming import (
 )
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.records import parse_notice
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.errors import InvalidRecord
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Incoming, Outgoing, ReviewItem, dead_letter, encode, wire_limits
+from modpipe.core.records import Incoming, Outgoing, ReviewItem, encode, wire_limits
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)

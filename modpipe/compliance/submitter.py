@@ -45,11 +45,12 @@ from modpipe.compliance.database import (
 )
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.rules import problems
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.decoding import load_object
 from modpipe.core.errors import AccessError, InvalidRecord
 from modpipe.core.kafka import publish
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Incoming, Outgoing, dead_letter
+from modpipe.core.records import Incoming, Outgoing
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
