@@ -60,12 +60,12 @@ from redis.exceptions import RedisError
 
 from bench.stand_ins import KINDS, Kind, openai_wire_server, post_id
 from modpipe.core.kafka import (
-    consumer_lag,
     consumer_options,
     ensure_pipeline_topics,
     ensure_topics,
     topic_partitions,
 )
+from modpipe.core.probes import consumer_lag
 from modpipe.core.records import first_verdict_id
 from modpipe.core.settings import Settings, load_settings
 

@@ -32,10 +32,11 @@ from escalation.frontier import Decided, FrontierTier
 from modpipe.core.dead_letters import dead_letter, readable_error
 from modpipe.core.errors import BudgetExhausted, InvalidRecord, ProviderError
 from modpipe.core.final_verdicts import FinalVerdicts, Outcome
-from modpipe.core.kafka import build_producer, consumer_options, publish, report_lag
+from modpipe.core.kafka import build_producer, consumer_options, publish
 from modpipe.core.metrics import Metrics
 from modpipe.core.offsets import OffsetTracker
 from modpipe.core.outputs import fallback_verdict, review_then_verdict
+from modpipe.core.probes import report_lag
 from modpipe.core.records import (
     Escalation,
     Incoming,

@@ -39,8 +39,9 @@ from faust.types import TP
 from classifiers import Classifier
 from modpipe.core import kafka_compat
 from modpipe.core.final_verdicts import FinalVerdicts
-from modpipe.core.kafka import publish, report_lag
+from modpipe.core.kafka import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.probes import report_lag
 from modpipe.core.records import Outgoing, wire_limits
 from modpipe.core.settings import Settings
 from modpipe.core.transactions import (
