@@ -156,7 +156,7 @@ async def raw_baseline(bootstrap: str, topic: str, out_topic: str, n: int) -> fl
 
 async def faust_minimal(settings: Settings, n: int) -> float:
     """Posts per second for a bare Faust agent, tuned like the triage worker."""
-    from streams.app import build_app
+    from streams.connection import build_app
 
     app = build_app(settings, settings.triage.state_dir / settings.app_id)
     out = settings.topics.verdicts
