@@ -144,7 +144,7 @@ class EscalationWorker:
             s.escalation.group_id,
             self.frontier.provider.name if self.frontier else "none",
         )
-        self.last_input = last_commit = time.monotonic()
+        self.last_input = time.monotonic()
         lag = asyncio.create_task(
             report_lag(
                 s.kafka,
@@ -154,24 +154,7 @@ class EscalationWorker:
             )
         )
         try:
-            while not self._stopping.is_set() and self.failure is None:
-                batches = await self._consumer.getmany(timeout_ms=100)
-                for records in batches.values():
-                    for record in records:
-                        await self._start(record)
-                        self.last_input = time.monotonic()
-                if time.monotonic() - last_commit >= s.escalation.commit_interval_s:
-                    await self._commit()
-                    last_commit = time.monotonic()
-                if max_posts is not None and self.processed >= max_posts:
-                    break
-                if (
-                    idle_exit is not None
-                    and not self._tasks
-                    and (time.monotonic() - self.last_input > idle_exit)
-                ):
-                    log.info("idle for %.1fs; stopping", idle_exit)
-                    break
+            await self._consume(max_posts, idle_exit)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.drain(), timeout=shutdown_budget_s)
         finally:
@@ -188,6 +171,30 @@ class EscalationWorker:
             await self._final.aclose()
         log.info("escalator stopped processed=%d", self.processed)
         return 1 if self.failure else 0
+
+    async def _consume(self, max_posts: int | None, idle_exit: float | None) -> None:
+        """Start a task per escalation read, committing on the interval, until stopped,
+        failed, `max_posts` started, or idle for `idle_exit` seconds."""
+        assert self._consumer is not None
+        last_commit = time.monotonic()
+        while not self._stopping.is_set() and self.failure is None:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                for record in records:
+                    await self._start(record)
+                    self.last_input = time.monotonic()
+            if time.monotonic() - last_commit >= self.settings.escalation.commit_interval_s:
+                await self._commit()
+                last_commit = time.monotonic()
+            if max_posts is not None and self.processed >= max_posts:
+                return
+            if (
+                idle_exit is not None
+                and not self._tasks
+                and (time.monotonic() - self.last_input > idle_exit)
+            ):
+                log.info("idle for %.1fs; stopping", idle_exit)
+                return
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
