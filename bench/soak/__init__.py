@@ -107,6 +107,68 @@ def schedule(rng: random.Random, duration: float, every: float) -> list[float]:
         times.append(at)
 
 
+def planned_events(args: argparse.Namespace, procs: list[str]) -> list[tuple[float, str, str]]:
+    """(seconds from the start, kill or restart, whom), in order, drawn from --seed."""
+    rng = random.Random(args.seed)
+    events: list[tuple[float, str, str]] = [
+        (at, "kill", name) for name in procs for at in schedule(rng, args.duration, args.kill_every)
+    ]
+    # A process that starts while the broker is down exits 2 at its start-up check
+    # (`modpipe worker` fails fast), which is not what is measured here: no kill from
+    # 30 s before a restart (a start takes up to ~20 s here) to 45 s after it.
+    restarts = []
+    if args.broker_restart:
+        restarts.append((rng.uniform(0.25, 0.45) * args.duration, "restart", "broker"))
+    if args.redis_restart != "none":
+        restarts.append((rng.uniform(0.55, 0.75) * args.duration, "restart", "redis"))
+    for at, _, _ in restarts:
+        events = [e for e in events if not -30 < e[0] - at < 45]
+    return sorted(events + restarts)
+
+
+async def play(
+    events: list[tuple[float, str, str]],
+    supervisor: Supervisor,
+    stack: SoakStack,
+    redis_restart: str,
+    publisher: asyncio.Task[float],
+    happened: list[tuple[float, str]],
+    start: float,
+) -> dict[str, asyncio.Task[float]]:
+    """Kill and restart on schedule (seconds from `start`) while the publisher runs; the
+    outages' tasks."""
+    outages: dict[str, asyncio.Task[float]] = {}
+    while not publisher.done():
+        now = time.monotonic() - start
+        while events and events[0][0] <= now:
+            at, what, who = events.pop(0)
+            print(f"  {at:6.1f}s {what} {who}", flush=True)
+            happened.append((time.time(), f"{what} {who} at {at:.1f}s"))
+            if what == "kill":
+                supervisor.kill(who)
+            elif who == "broker":  # a task: the supervisor keeps watching meanwhile
+                outages[who] = asyncio.create_task(stack.restart_broker())
+            else:
+                outages[who] = asyncio.create_task(stack.restart_redis(redis_restart))
+        supervisor.poll()
+        await asyncio.sleep(0.2)
+    return outages
+
+
+async def backlogs(settings: Settings) -> dict[str, int]:
+    """Each group's lag: not yet consumed is not lost."""
+    t = settings.topics
+    backlog = {}
+    for name, group, topic in (
+        ("triage", settings.app_id, t.posts),
+        ("escalator", settings.escalation.group_id, t.escalations),
+        ("console", settings.review.group_id, t.review),
+    ):
+        with suppress(KafkaError):
+            backlog[name] = sum((await consumer_lag(settings.kafka, group, topic)).values())
+    return backlog
+
+
 async def soak(args: argparse.Namespace, frontier_url: str) -> int:
     tag = uuid.uuid4().hex[:6]
     stack = SoakStack(args.port, args.redis_port)
@@ -131,23 +193,7 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
         supervisor = Supervisor(env, logs)
         supervisor.start()
 
-        rng = random.Random(args.seed)
-        events: list[tuple[float, str, str]] = [
-            (at, "kill", name)
-            for name in supervisor.procs
-            for at in schedule(rng, args.duration, args.kill_every)
-        ]
-        # A process that starts while the broker is down exits 2 at its start-up check
-        # (`modpipe worker` fails fast), which is not what is measured here: no kill from
-        # 30 s before a restart (a start takes up to ~20 s here) to 45 s after it.
-        restarts = []
-        if args.broker_restart:
-            restarts.append((rng.uniform(0.25, 0.45) * args.duration, "restart", "broker"))
-        if args.redis_restart != "none":
-            restarts.append((rng.uniform(0.55, 0.75) * args.duration, "restart", "redis"))
-        for at, _, _ in restarts:
-            events = [e for e in events if not -30 < e[0] - at < 45]
-        events = sorted(events + restarts)
+        events = planned_events(args, list(supervisor.procs))
         happened: list[tuple[float, str]] = []  # (wall time, what): evidence for the report
         start = time.monotonic()
         stop_reviewing = asyncio.Event()
@@ -155,21 +201,9 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
             review_items(f"http://127.0.0.1:{console_port}", ledger, start, stop_reviewing)
         )
         publisher = asyncio.create_task(publish(settings, ledger, args, tag, start + args.duration))
-        outages: dict[str, asyncio.Task[float]] = {}
-        while not publisher.done():
-            now = time.monotonic() - start
-            while events and events[0][0] <= now:
-                at, what, who = events.pop(0)
-                print(f"  {at:6.1f}s {what} {who}", flush=True)
-                happened.append((time.time(), f"{what} {who} at {at:.1f}s"))
-                if what == "kill":
-                    supervisor.kill(who)
-                elif who == "broker":  # a task: the supervisor keeps watching meanwhile
-                    outages[who] = asyncio.create_task(stack.restart_broker())
-                else:
-                    outages[who] = asyncio.create_task(stack.restart_redis(args.redis_restart))
-            supervisor.poll()
-            await asyncio.sleep(0.2)
+        outages = await play(
+            events, supervisor, stack, args.redis_restart, publisher, happened, start
+        )
         rate = publisher.result()
         down = {who: await task for who, task in outages.items()}
         print(f"published {ledger.published} at {rate:.0f}/s; draining", flush=True)
@@ -184,15 +218,7 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
         await asyncio.sleep(5.0)  # late duplicates still count
         stop_reviewing.set()
         await asyncio.gather(reviewer, return_exceptions=True)
-        # Not yet consumed is not lost: the groups' lag says which it is.
-        backlog = {}
-        for name, group, topic in (
-            ("triage", settings.app_id, t.posts),
-            ("escalator", settings.escalation.group_id, t.escalations),
-            ("console", settings.review.group_id, t.review),
-        ):
-            with suppress(KafkaError):
-                backlog[name] = sum((await consumer_lag(settings.kafka, group, topic)).values())
+        backlog = await backlogs(settings)
         codes = supervisor.stop()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
