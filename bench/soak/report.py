@@ -65,6 +65,32 @@ def before(happened: list[tuple[float, str]], ts_ms: int, window_s: float = 60.0
     return last[-1] if last else "none"
 
 
+def duplicate_counts(ledger: Ledger) -> tuple[dict[str, list[list[Seen]]], dict[str, int]]:
+    """The posts with duplicate verdicts, and the extra copies per topic."""
+    dup_verdicts = {pid: g for pid, seen in ledger.verdicts.items() if (g := verdict_copies(seen))}
+    dup_topics = {
+        "verdicts": sum(len(c) - 1 for g in dup_verdicts.values() for c in g),
+        "escalations": sum(len(c) - 1 for c in duplicates(ledger.escalations).values()),
+        "review items": sum(len(c) - 1 for c in duplicates(ledger.reviews).values()),
+        "labels": sum(len(c) - 1 for c in duplicates(ledger.labels).values()),
+        "dead letters": sum(len(c) - 1 for c in duplicates(ledger.letters).values()),
+    }
+    return dup_verdicts, dup_topics
+
+
+def clashes_of(ledger: Ledger) -> tuple[dict[str, list[tuple[Seen, Seen]]], Counter[str]]:
+    """Conflicting verdicts per post, and how many of each kind (tier:action then ...)."""
+    clashes = {
+        pid: c for pid, seen in ledger.verdicts.items() if len(seen) > 1 if (c := conflicts(seen))
+    }
+    clash_kinds: Counter[str] = Counter(
+        f"{e.tier}:{e.action} then {later.tier}:{later.action}"
+        for pairs in clashes.values()
+        for e, later in pairs
+    )
+    return clashes, clash_kinds
+
+
 def report(
     args: argparse.Namespace,
     ledger: Ledger,
@@ -78,22 +104,8 @@ def report(
 ) -> int:
     lost_posts, lost_letters = ledger.missing()
     undecided = ledger.undecided_reviews()
-    dup_verdicts = {pid: g for pid, seen in ledger.verdicts.items() if (g := verdict_copies(seen))}
-    dup_topics = {
-        "verdicts": sum(len(c) - 1 for g in dup_verdicts.values() for c in g),
-        "escalations": sum(len(c) - 1 for c in duplicates(ledger.escalations).values()),
-        "review items": sum(len(c) - 1 for c in duplicates(ledger.reviews).values()),
-        "labels": sum(len(c) - 1 for c in duplicates(ledger.labels).values()),
-        "dead letters": sum(len(c) - 1 for c in duplicates(ledger.letters).values()),
-    }
-    clashes = {
-        pid: c for pid, seen in ledger.verdicts.items() if len(seen) > 1 if (c := conflicts(seen))
-    }
-    clash_kinds: Counter[str] = Counter(
-        f"{e.tier}:{e.action} then {later.tier}:{later.action}"
-        for pairs in clashes.values()
-        for e, later in pairs
-    )
+    dup_verdicts, dup_topics = duplicate_counts(ledger)
+    clashes, clash_kinds = clashes_of(ledger)
     twice = len(ledger.shown_again)
     kills = {p.name: p.kills for p in supervisor.procs.values()}
     deaths = {p.name: p.deaths for p in supervisor.procs.values()}

@@ -77,6 +77,16 @@ class Ledger:
     decided: set[str] = field(default_factory=set)
     shown_again: list[tuple[str, str, float]] = field(default_factory=list)
 
+    def acknowledged(self, meta: Any, pid: str, kind: Kind | None, at_s: float) -> None:
+        """The broker acknowledged post `pid` (a corpus `kind`, or a good post) at `meta`."""
+        self.inputs[pid] = (meta.partition, meta.offset, at_s)
+        self.published += 1
+        self.bad += kind is not None
+        if kind is None or kind.outcome == "decided":
+            self.expect_verdict.add(pid)
+        else:
+            self.expect_letter[(meta.topic, meta.partition, meta.offset)] = kind.outcome
+
     def missing(self) -> tuple[int, int]:
         """Posts without a verdict, refused records without a dead letter."""
         return (
@@ -103,20 +113,19 @@ def next_record(
     return pid.encode(), json.dumps({"post_id": pid, "text": f"{text} {n}"}).encode(), pid, None
 
 
+PRODUCER: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+Sending = tuple[bytes | None, bytes | None, str, Kind | None]  # key, value, post_id, kind
+
+
 async def publish(
     settings: Settings, ledger: Ledger, args: argparse.Namespace, tag: str, stop_at: float
 ) -> float:
     """Publish at a fixed rate until `stop_at`; the acknowledged rate. Failed sends are retried."""
     rng = random.Random(args.seed)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=BIG,
-        linger_ms=5,
+        bootstrap_servers=settings.kafka.bootstrap, **PRODUCER, max_request_size=BIG
     )
     await producer.start()
-    Sending = tuple[bytes | None, bytes | None, str, Kind | None]
     in_flight: list[tuple[asyncio.Future[Any], Sending]] = []
 
     def settle() -> list[Sending]:
@@ -129,14 +138,7 @@ async def publish(
             elif fut.exception() is not None:
                 failed.append(item)
             else:
-                meta, (_, _, pid, kind) = fut.result(), item
-                ledger.inputs[pid] = (meta.partition, meta.offset, time.monotonic() - started)
-                ledger.published += 1
-                ledger.bad += kind is not None
-                if kind is None or kind.outcome == "decided":
-                    ledger.expect_verdict.add(pid)
-                else:
-                    ledger.expect_letter[(meta.topic, meta.partition, meta.offset)] = kind.outcome
+                ledger.acknowledged(fut.result(), item[2], item[3], time.monotonic() - started)
         in_flight = waiting
         return failed
 
