@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-)
+from pydantic import BaseModel, ConfigDict
 
 CONFIG_ENV = "MODPIPE_CONFIG"
 
@@ -34,7 +31,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _secret_from_file(data: Any, secret: str, path_field: str) -> Any:
+def secret_from_file(data: Any, secret: str, path_field: str) -> Any:
     """Read `secret` from the file `path_field` names (a mounted secret) unless it is set."""
     if not isinstance(data, dict) or not data.get(path_field) or data.get(secret):
         return data
@@ -48,7 +45,7 @@ def _secret_from_file(data: Any, secret: str, path_field: str) -> Any:
     return {**data, secret: value}
 
 
-def _no_password(url: str | None) -> str | None:
+def no_password(url: str | None) -> str | None:
     """A Redis URL without credentials: a password in it would reach logs and config show."""
     if url is not None and urlsplit(url).password is not None:
         raise ValueError("no password in the URL: MODPIPE_REDIS__PASSWORD or redis.password_file")

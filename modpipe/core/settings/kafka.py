@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    model_validator,
-)
+from pydantic import Field, SecretStr, model_validator
 
-from modpipe.core.settings.base import Section, _secret_from_file
+from modpipe.core.settings.base import Section, secret_from_file
 
 
 class KafkaSettings(Section):
@@ -35,7 +31,7 @@ class KafkaSettings(Section):
     @model_validator(mode="before")
     @classmethod
     def _password_file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "sasl_password", "sasl_password_file")
+        return secret_from_file(data, "sasl_password", "sasl_password_file")
 
     @model_validator(mode="after")
     def _complete(self) -> KafkaSettings:

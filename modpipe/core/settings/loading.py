@@ -6,12 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-)
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modpipe.core.errors import ConfigError
@@ -25,12 +20,7 @@ from modpipe.core.settings.people import (
     StackSettings,
     StatementsSettings,
 )
-from modpipe.core.settings.policy import (
-    Policy,
-    PromoteSettings,
-    RulesSettings,
-    ShadowSettings,
-)
+from modpipe.core.settings.policy import Policy, PromoteSettings, RulesSettings, ShadowSettings
 from modpipe.core.settings.tiers import (
     ClassifierSettings,
     EscalationSettings,

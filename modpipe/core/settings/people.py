@@ -6,14 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from modpipe.core.settings.base import Section, _no_password, _secret_from_file
+from modpipe.core.settings.base import Section, no_password, secret_from_file
 
 
 class LearningSettings(Section):
@@ -55,7 +50,7 @@ class ReviewSettings(Section):
     @field_validator("redis_url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        return _no_password(value)
+        return no_password(value)
 
 
 class AppealsSettings(Section):
@@ -83,7 +78,7 @@ class StatementsSettings(Section):
     @model_validator(mode="before")
     @classmethod
     def _token_file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "token", "token_file")
+        return secret_from_file(data, "token", "token_file")
 
 
 class LoggingSettings(Section):

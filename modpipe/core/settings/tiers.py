@@ -6,14 +6,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from modpipe.core.settings.base import Section, _no_password, _secret_from_file
+from modpipe.core.settings.base import Section, no_password, secret_from_file
 
 
 class TriageSettings(Section):
@@ -119,12 +114,12 @@ class RedisSettings(Section):
     @model_validator(mode="before")
     @classmethod
     def _password_file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "password", "password_file")
+        return secret_from_file(data, "password", "password_file")
 
     @field_validator("url", "cache_url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        return _no_password(value)
+        return no_password(value)
 
 
 class FrontierPrice(Section):
