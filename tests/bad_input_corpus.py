@@ -5,7 +5,7 @@ decided can be told apart by their verdicts). `outcome` is `decided` (exactly on
 verdict, from triage or, after an escalation, from the escalator) or `dlq:<reason>`
 (exactly one dead letter with that reason, carrying the exact bytes).
 
-Used by tests/integration/test_bad_input.py and bench/soak.py; `python -m
+Used by tests/integration/test_bad_input.py and bench/soak/; `python -m
 tests.bad_input_corpus` prints the README table.
 """
 

@@ -170,6 +170,29 @@ def gate(
         candidate=c_all["auto_error"],
         production=p_all["auto_error"],
     )
+    _tail_checks(verdict, y, prod, cand, data, rules)
+    room = production.routing.expected_escalation_rate + rules.escalation_room
+    verdict.check(
+        "escalation_rate",
+        c_all["escalation"] <= room,
+        f"candidate escalates {c_all['escalation']:.4f}, the budget's room is {room:.4f}",
+        candidate=c_all["escalation"],
+        room=room,
+    )
+    _shadow_check(verdict, shadow, rules)
+    return verdict
+
+
+def _tail_checks(
+    verdict: Verdict,
+    y: np.ndarray,
+    prod: Predictions,
+    cand: Predictions,
+    data: Heldout,
+    rules: PromoteSettings,
+) -> None:
+    """The worst slices' AUPRC and automatic error, candidate against production."""
+    m = rules.margin
     by_slice: dict[str, list[int]] = {}
     for i, names in enumerate(data.slices):
         for name in names:
@@ -193,16 +216,6 @@ def gate(
             candidate=ct,
             production=pt,
         )
-    room = production.routing.expected_escalation_rate + rules.escalation_room
-    verdict.check(
-        "escalation_rate",
-        c_all["escalation"] <= room,
-        f"candidate escalates {c_all['escalation']:.4f}, the budget's room is {room:.4f}",
-        candidate=c_all["escalation"],
-        room=room,
-    )
-    _shadow_check(verdict, shadow, rules)
-    return verdict
 
 
 def _shadow_check(verdict: Verdict, shadow: dict[str, Any] | None, rules: PromoteSettings) -> None:
