@@ -86,6 +86,10 @@ def corpus(size: int) -> Iterator[tuple[str, bytes]]:
             "cjk-one-compat",
             _post(_fill("\u65e5\u672c\u8a9e", n, head="\ufa54")),
         ),  # whole text slow path
+        # one combining mark that may compose: NFKC's slow path for the whole text
+        ("cjk-one-mark", _post(_fill("\u65e5\u672c\u8a9e", n, head="e\u0301"))),
+        ("regional-indicators", _post(_fill("\U0001f1fa\U0001f1f8", n))),
+        ("math-alphanumerics", _post(_fill("\U0001d400\U0001d41a", n))),
         ("spacing-accents", _post(_fill("\u00b4", n))),  # space + mark each
         ("arabic-presentation", _post(_fill("\ufe77", n))),
         ("astral-marks", _post(_fill("\U0001e8d1", n, head="a"))),

@@ -61,7 +61,8 @@ _HOMOGLYPHS = str.maketrans(
 
 
 class _Tables(NamedTuple):
-    maybe_run: re.Pattern[str]  # cheap superset of long runs: BMP marks or astral characters
+    maybe_run: re.Pattern[str]  # cheap superset of long runs: BMP marks, astral up to the last mark
+    astral_marks_span: re.Pattern[str]  # a character from U+10000 to the last astral mark
     long_run: re.Pattern[str]  # more than _MAX_NONSTARTERS characters that reorder
     changes: re.Pattern[str]  # BMP characters NFKC changes or we keep; any astral one
     to_nfkc: list[int | str]  # by BMP code point: its NFKC, or the private-use one we keep
@@ -115,8 +116,12 @@ def _tables() -> _Tables:
     bmp = _char_class(marks, 0, 0xFFFF)
     run = "(?:" + bmp + "|" + _char_class(marks, 0x10000) + ")"
     identity = list(range(0x10000))
+    # Astral marks end before the emoji (U+1E94A in Unicode 14): emoji, flags and the
+    # planes above never enter the slow exact pattern.
+    astral = f"\U00010000-{re.escape(chr(max(*marks, *combining)))}"
     return _Tables(
-        maybe_run=re.compile(f"[{bmp[1:-1]}{_ASTRAL}]{{{_MAX_NONSTARTERS + 1},}}"),
+        maybe_run=re.compile(f"[{bmp[1:-1]}{astral}]{{{_MAX_NONSTARTERS + 1},}}"),
+        astral_marks_span=re.compile(f"[{astral}]"),
         long_run=re.compile(f"({run}{{{_MAX_NONSTARTERS}}})(?={run})"),
         changes=re.compile(f"[{_char_class(sorted([*compat, *keep]), 0, 0xFFFF)[1:-1]}{_ASTRAL}]"),
         to_nfkc=_nfkc_table(compat, keep, identity),
@@ -217,7 +222,7 @@ def fold_homoglyphs(text: str) -> str:
         return text
     tables = _tables()
     text = unicodedata.normalize("NFKD", text).translate(tables.fold_bmp)
-    if _ASTRAL_RUN.search(text):  # astral marks: rare, a dictionary is enough
+    if tables.astral_marks_span.search(text):  # astral marks: rare, a dictionary is enough
         text = text.translate(tables.astral_marks)
     return text
 
