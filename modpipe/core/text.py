@@ -182,9 +182,11 @@ def normalize(text: str) -> str:
       Format of UAX #15);
     - the few characters whose compatibility form is long (U+FDFA is 18 characters), at
       least 3 times their UTF-8 size (U+3300, a squared katakana word), or several
-      characters from U+3000 up (U+3310), stay themselves, as private-use characters of
-      their own, so no text grows many-fold or recomposes slowly;
-    - every pass is a C loop over the text (no per-character translate dictionary).
+      characters from U+3000 up (U+3310), or marks only (U+0F73), stay themselves, as
+      private-use characters of their own, so no text grows many-fold or recomposes slowly;
+    - every other compatibility character is replaced by its NFKC first (one translate
+      over a list), so that a single one does not send the whole text down CPython's slow
+      NFKC path; the result is the same (tests/unit/core/test_text.py checks it).
     """
     if text.isascii():  # NFKC leaves ASCII alone, and it has no zero-width characters
         return " ".join(text.lower().split())  # str.split splits on exactly what `\s` matches
