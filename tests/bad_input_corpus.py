@@ -775,6 +775,34 @@ KINDS: list[Kind] = [
         "decided",
         value(lambda p: js(post(p, text="\ufdfa" * 20_000), ensure_ascii=False)),
     ),
+    Kind(
+        "compat-growing",
+        "cost",
+        "a text of 20,000 U+3300 (a squared katakana word: 12 bytes from 3 after NFKC)",
+        "decided",
+        value(lambda p: js(post(p, text="\u3300" * 20_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "cjk-one-compat",
+        "cost",
+        "20,000 CJK ideographs after one compatibility ideograph (NFKC's slow path for all)",
+        "decided",
+        value(lambda p: js(post(p, text="\ufa54" + "\u65e5" * 20_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "spacing-accents",
+        "cost",
+        "a text of 30,000 U+00B4 (a space and a combining mark each after NFKC)",
+        "decided",
+        value(lambda p: js(post(p, text="\u00b4" * 30_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "astral-marks",
+        "cost",
+        "a text of 15,000 combining marks above U+FFFF on one letter",
+        "decided",
+        value(lambda p: js(post(p, text="a" + "\U0001e8d1" * 15_000), ensure_ascii=False)),
+    ),
 ]
 
 # Kinds whose post_ids the test shapes (padded to 256, or with odd characters).
