@@ -65,6 +65,25 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vllm-models")
 
 
+async def classify(make_settings, server: VllmServer, texts: list[str], **classifier):
+    """vllm-guard (as configured by `classifier`) on the served tiny guard, for one batch."""
+    from classifiers import build_classifier
+
+    settings = make_settings(
+        classifier={
+            "backend": "vllm-guard",
+            "base_url": server.url,
+            "model": GUARD_NAME,
+            **classifier,
+        }
+    )
+    clf = build_classifier(settings)
+    try:
+        return await clf.classify(texts)
+    finally:
+        await clf.aclose()
+
+
 def guard_prompt_ids(posts: list[str]) -> list[list[int]]:
     from classifiers.guard_prompt import GuardPrompt, load_tokenizer
 

@@ -10,6 +10,9 @@
   hand-set bigram path finishes the answer: `safe` -> `<|eot_id|>`, `unsafe` -> `\\n` -> `S`
   -> `10` -> `<|eot_id|>`. So greedy answers read `safe` or `unsafe\\nS10`, and the forced
   category pass (after `unsafe\\n`) reads `S10`.
+  Its tokenizer carries Llama Guard 3's chat template (`LLAMA_GUARD_3_CHAT`), which renders
+  one user message as guard_prompt.guard_text does: the model's own template, for the chat
+  path of `vllm-guard` (`classifier.guard_endpoint: chat`).
 - `base_model(dir)`: the same shape with random weights, a base for `modpipe finetune`.
 
 How the guard's answer is wired: a few hidden dimensions are reserved, one per bigram source
@@ -70,6 +73,22 @@ def llama3_tokenizer(where: Path) -> Any:
     return tokenizer
 
 
+def llama_guard_3_chat() -> str:
+    """A Jinja chat template that renders the last user message as Llama Guard 3's card
+    prompt (guard_prompt.guard_text's bytes: header, trimmed post, instructions)."""
+    from classifiers.guard_prompt import ASSISTANT_HEADER, CONTENT_HEAD, CONTENT_TAIL, USER_HEADER
+
+    return (
+        "{% for message in messages if message['role'] == 'user' %}{% if loop.last %}"
+        + USER_HEADER
+        + CONTENT_HEAD
+        + "{{ message['content'] | trim }}"
+        + CONTENT_TAIL
+        + ASSISTANT_HEADER
+        + "{% endif %}{% endfor %}"
+    )
+
+
 def _config(vocab: int, **extra: Any) -> Any:
     from transformers import LlamaConfig
 
@@ -108,6 +127,8 @@ def guard_model(
 
     meta = _meta_tokenizer()
     tokenizer = llama3_tokenizer(where)
+    tokenizer.chat_template = llama_guard_3_chat()
+    tokenizer.save_pretrained(where)
     vocab = len(tokenizer)
 
     def one(text: str) -> int:
