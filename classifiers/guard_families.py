@@ -19,9 +19,10 @@ every family but Llama Guard 3 on token ids (vllm_guard.py).
 - ShieldGemma (`ShieldGemma`): one text prompt per harm policy; P(violation of that
   policy) is the softmax of the "Yes" and "No" logprobs at the first position.
 
-Llama Guard 3 has run on a real vLLM here, through both endpoints (tests/vllm); the other
-two are checked only against the prompts and outputs on their model cards
-(tests/unit/classifiers/test_guard_families.py) and a fake server's replies.
+On a real vLLM here (tests/vllm): Llama Guard 3 through both endpoints, and Qwen3Guard's
+reading through the chat endpoint on a tiny stand-in model that answers in its format.
+Their prompts, and ShieldGemma altogether, are checked against the prompts and outputs on
+the model cards (tests/unit/classifiers/test_guard_families.py) and a fake server's replies.
 """
 
 from __future__ import annotations
