@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from classifiers.guard_prompt import guard_text
+from classifiers.guard_prompt import MAX_TOKENS, guard_text
 
 Endpoint = Literal["completions", "chat"]
 
@@ -75,6 +75,7 @@ class GuardFamily(Protocol):
     name: str
     # The answer words whose log-probabilities `read` needs (asked for by token id).
     words: tuple[str, ...]
+    max_tokens: int  # the longest answer `read` needs (generation stops at end of turn)
 
     def questions(self, post: str) -> list[Question]:
         """The requests that decide `post`, in order."""
@@ -100,6 +101,7 @@ class LlamaGuard3:
 
     name = "llama-guard-3"
     words: tuple[str, ...] = ("safe", "unsafe")
+    max_tokens = MAX_TOKENS
 
     def __init__(
         self, mapping: Mapping[str, str | None], endpoint: Endpoint = "completions"
@@ -147,6 +149,7 @@ class Qwen3Guard:
 
     name = "qwen3guard"
     words: tuple[str, ...] = ("Safe", "Unsafe", "Controversial")
+    max_tokens = 128  # "Safety: ..." and a Categories line of up to all nine names
 
     def __init__(
         self,
@@ -252,6 +255,7 @@ class ShieldGemma:
 
     name = "shieldgemma"
     words: tuple[str, ...] = ("Yes", "No")
+    max_tokens = 1  # only the first token is read; the card's reasoning after it is not
 
     def __init__(self, policies: Mapping[str, tuple[str, str]] = SHIELDGEMMA_POLICIES) -> None:
         self._policies = policies

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 from classifiers.base import Classification
 from classifiers.guard_families import Answer, Endpoint, GuardFamily, Question, family
-from classifiers.guard_prompt import MAX_TOKENS
 from classifiers.http import VllmHttp
 from classifiers.vllm_guard import token_id
 from classifiers.vllm_server import check_server
@@ -85,7 +84,7 @@ class FamilyGuardClassifier:
     def _body(self, q: Question, ids: list[int]) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": MAX_TOKENS,
+            "max_tokens": self.guard.max_tokens,
             "temperature": 0,
             "logprob_token_ids": ids,
             "return_tokens_as_token_ids": True,
@@ -96,21 +95,20 @@ class FamilyGuardClassifier:
 
     @staticmethod
     def _positions(choice: dict[str, Any], chat: bool) -> list[tuple[int | None, dict[int, float]]]:
-        """(generated token id, {candidate id: logprob}) per generated position."""
+        """(generated token id, {candidate id: logprob}) per generated position; the two
+        endpoints put the same numbers in different shapes."""
         lp = choice.get("logprobs") or {}
-        out: list[tuple[int | None, dict[int, float]]] = []
         if chat:
-            for step in lp.get("content") or []:
-                cands = {token_id(str(c["token"])): c["logprob"] for c in step["top_logprobs"]}
-                out.append(
-                    (
-                        token_id(str(step["token"])),
-                        {k: v for k, v in cands.items() if k is not None},
-                    )
-                )
-            return out
-        for name, cands in zip(lp.get("tokens") or [], lp.get("top_logprobs") or [], strict=False):
-            ids = {token_id(str(k)): v for k, v in (cands or {}).items()}
+            steps = [
+                (s["token"], [(c["token"], c["logprob"]) for c in s["top_logprobs"]])
+                for s in lp.get("content") or []
+            ]
+        else:
+            names, tops = lp.get("tokens") or [], lp.get("top_logprobs") or []
+            steps = [(n, list((c or {}).items())) for n, c in zip(names, tops, strict=False)]
+        out: list[tuple[int | None, dict[int, float]]] = []
+        for name, cands in steps:
+            ids = {token_id(str(k)): v for k, v in cands}
             out.append((token_id(str(name)), {k: v for k, v in ids.items() if k is not None}))
         return out
 
@@ -122,9 +120,10 @@ class FamilyGuardClassifier:
         try:
             choice = reply["choices"][0]
             chat = q.endpoint == "chat"
-            text = str(choice["message"]["content"] if chat else choice["text"]) or ""
+            text = str((choice["message"]["content"] if chat else choice["text"]) or "")
             positions = self._positions(choice, chat)
-        except (KeyError, TypeError, IndexError) as exc:
+            tokens = int((reply.get("usage") or {}).get("total_tokens", 0))
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
             raise ClassifierError(f"{path}: unreadable reply: {exc!r}") from exc
         found: dict[str, list[float]] = {}
         for generated, cands in positions:
@@ -134,7 +133,6 @@ class FamilyGuardClassifier:
                         found.setdefault(words[tid], []).append(float(value))
                 break
         first = {w: logsumexp(vs) for w, vs in found.items()}
-        tokens = int((reply.get("usage") or {}).get("total_tokens", 0))
         return Answer(text, first), tokens
 
     async def _post(self, text: str, words: dict[int, str]) -> Classification | ClassifierError:

@@ -136,6 +136,7 @@ async def test_shieldgemma_asks_each_policy_on_completions() -> None:
     assert result.p_violation == pytest.approx(0.9) and result.tokens == 400
     sent = [b for path, b in fake.bodies if path == "/v1/completions"]
     assert len(sent) == 4 and all(b["logprobs"] == 1 for b in sent)
+    assert all(b["max_tokens"] == 1 for b in sent)  # only the first token is read
     assert all("Human Question: you idiot" in b["prompt"] for b in sent)
 
 
