@@ -50,12 +50,13 @@ class Question:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A generation: its text and, for its first non-blank token position, the
-    log-probability of each candidate token string asked for or returned."""
+    """A generation: its text and, at the answer position (the first generated token that
+    is one of the family's `words`), each word's log-probability (`first_logprobs`, the
+    backend sums a word's forms: bare and after a space)."""
 
     text: str
     first_logprobs: Mapping[str, float] = field(default_factory=dict)
-    # Qwen3Guard's verdict word is not the first token: logprobs of later positions too.
+    # Where no answer position was found: candidates per generated position, searched in order.
     logprobs_by_position: Sequence[Mapping[str, float]] = ()
 
 
