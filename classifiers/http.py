@@ -27,6 +27,7 @@ import httpx
 
 from modpipe.core.errors import ClassifierError, ClassifierUnavailable
 from modpipe.core.resilience import Backoff, retrying
+from modpipe.core.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,12 @@ class VllmHttp:
         max_attempts: int,
         max_in_flight: int,
         tokens_per_s: float = 1000.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # unit tests: MockTransport
     ) -> None:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout_s,
+            transport=transport,
             limits=httpx.Limits(
                 max_connections=max_in_flight, max_keepalive_connections=max_in_flight
             ),
@@ -119,6 +122,17 @@ class VllmHttp:
         self.in_flight = 0  # requests on the wire now (at most max_in_flight)
         self.most_in_flight = 0  # its high-water mark
         self.retries = 0  # requests sent again after a failed attempt
+
+    @classmethod
+    def for_classifier(cls, c: ClassifierSettings) -> VllmHttp:
+        """The client the `classifier` settings describe (paths from the server's root)."""
+        return cls(
+            server_root(c.base_url),
+            c.timeout_s,
+            c.max_attempts,
+            c.max_in_flight,
+            c.service_tokens_per_s,
+        )
 
     async def get(self, path: str) -> dict[str, Any]:
         """The JSON reply to a GET; ClassifierUnavailable after the last failed attempt."""

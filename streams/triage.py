@@ -233,12 +233,13 @@ class Triage:
         result.tokens += c.tokens
         result.cost_usd += tier_cost
         key = post.post_id.encode()
-        if decision.route == "escalate":
+        if decision.route == "escalate" or c.escalate:
             escalation = Escalation(
                 post=post.wire(),
                 scores=c.scores,
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
+                reason=c.escalate or "borderline",
                 cost_usd=tier_cost,
                 p_violation=c.p_violation,
             )

@@ -57,6 +57,9 @@ class RoutingSettings(Section):
         return self.per_category.get(category) or self.default_band
 
 
+GuardFamily = Literal["llama-guard-3", "qwen3guard", "shieldgemma"]
+
+
 class ClassifierSettings(Section):
     backend: Literal["cpu", "vllm-guard", "vllm-classify"] = "cpu"
     model_path: Path | None = None
@@ -69,6 +72,10 @@ class ClassifierSettings(Section):
     # vllm-classify: applied here to the raw logits (softmax: single-label, sigmoid: multi-label)
     activation: Literal["softmax", "sigmoid"] = "softmax"
     tokenizer_path: Path | None = None  # vllm-guard: Llama 3 BPE ranks; null = llama-models'
+    # vllm-guard: llama-guard-3 is sent as ids built here; the others are tokenized by vLLM.
+    guard_family: GuardFamily = "llama-guard-3"  # vllm-guard: see docs/gpu-tier.md
+    guard_endpoint: Literal["ids", "chat"] = "ids"  # llama-guard-3: chat = the served template
+    controversial: Literal["escalate", "unsafe", "safe"] = "escalate"  # qwen3guard's verdict
     # vllm-classify (issue 21): the served model's directory (or its config.json); labels
     # from its id2label, activation from its problem_type, instead of labels/activation.
     model_dir: Path | None = None
