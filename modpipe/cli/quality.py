@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from classifiers import build_classifier
 from escalation.prompt import system_prompt
 from modpipe.core.cost import estimate_tokens
 from modpipe.core.errors import ConfigError
@@ -26,7 +25,7 @@ from modpipe.quality.bands import (
     hybrid_vs_frontier,
     load_frontier,
     plot,
-    score,
+    scores_of,
     write_config,
 )
 from modpipe.quality.datasets import Labelled, load_labelled
@@ -45,14 +44,6 @@ CHECK_KEYS = (
 )
 
 
-async def _scores(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
-    classifier = build_classifier(settings)
-    try:
-        return await score(classifier, texts)
-    finally:
-        await classifier.aclose()
-
-
 def _top_score(scores: list[dict[str, float]]) -> np.ndarray:
     return np.array([max(s.values(), default=0.0) for s in scores])
 
@@ -61,7 +52,7 @@ def run_eval(
     settings: Settings, data: Labelled, png: Path, frontier: Path | None, as_json: bool
 ) -> int:
     """Score `data` with the configured classifier and report quality at the bands."""
-    scores = asyncio.run(_scores(settings, data.texts))
+    scores = asyncio.run(scores_of(settings, data.texts))
     report = evaluate(data, scores, settings.routing)
     if frontier is not None:
         overhead = estimate_tokens(system_prompt(settings.policy)) + 10
@@ -103,7 +94,7 @@ def run_calibrate(
     confidence: float,
 ) -> int:
     """Choose bands on one half of `data`, write them as a config, report the other half."""
-    scores = asyncio.run(_scores(settings, data.texts))
+    scores = asyncio.run(scores_of(settings, data.texts))
     fit, check = calibration_split(len(data))
     table = band_table(_top_score(scores)[fit], np.array(data.labels)[fit])
     if target_escalation is not None:
