@@ -154,17 +154,18 @@ class ShadowRunner:
                 records = self._pair()
                 futures = [await producer.send(p.shadow.topic, v, key=k) for k, v in records]
                 await asyncio.gather(*futures)
-                if batch or records:
-                    # After the shadow records owed so far are acknowledged, and never past
-                    # a post still waiting for production's side.
-                    await posts.commit(await self._committable(posts))
+                # After the shadow records owed so far are acknowledged, and never past a
+                # post still waiting for production's side.
+                if (batch or records) and (committable := await self._committable(posts)):
+                    await posts.commit(committable)
                 if max_posts is not None and self.compared >= max_posts:
                     break
                 if idle_exit is not None and time.monotonic() - last > idle_exit:
                     break
         finally:
             with contextlib.suppress(Exception):
-                await posts.commit(await self._committable(posts))
+                if committable := await self._committable(posts):
+                    await posts.commit(committable)
             await asyncio.gather(
                 posts.stop(), decided.stop(), producer.stop(), return_exceptions=True
             )
