@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from classifiers import build_classifier
 from escalation.prompt import system_prompt
 from modpipe.core.cost import estimate_tokens
 from modpipe.core.errors import ConfigError
@@ -27,7 +26,7 @@ from modpipe.quality.bands import (
     hybrid_vs_frontier,
     load_frontier,
     plot,
-    score,
+    scores_of,
     write_config,
 )
 from modpipe.quality.datasets import Labelled, load_labelled
@@ -47,21 +46,13 @@ CHECK_KEYS = (
 )
 
 
-async def _scores(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
-    classifier = build_classifier(settings)
-    try:
-        return await score(classifier, texts)
-    finally:
-        await classifier.aclose()
-
-
 def _scored(
     settings: Settings, data: Labelled, recorded: Path | None
 ) -> tuple[Labelled, list[dict[str, float]]]:
     """`data` and its scores: the configured classifier's, or the tier's recorded
     `p_violation` joined on post_id (only the posts that have one)."""
     if recorded is None:
-        return data, asyncio.run(_scores(settings, data.texts))
+        return data, asyncio.run(scores_of(settings, data.texts))
     found = load_recorded(recorded)
     joined, scores = join(data, found)
     print(

@@ -13,6 +13,14 @@ Calibration uses only what the loop itself labelled and never trained on: the te
 stream with known rates (every escalated post, times the test share; every auto-decided
 post, times the audit rate times the test share), so weighting each by the inverse of its
 rate makes them an unbiased sample of the stream, whatever model picked them.
+
+A retrained model and its bands are a candidate settings file (`round-N/candidate.yaml`),
+never put in force directly: the promotion gate (`modpipe.quality.promote.promote`, the
+code behind `modpipe promote`) judges it against the active settings (`active.yaml`, at
+first a copy of the base settings) on the evaluation set and writes it as active only if
+it passes. The next round runs on whatever is active. A replay has no production beside
+it to shadow, so the gate's shadow check is off here (`promote.min_shadow_posts: 0`); the
+escalation check holds the candidate to `escalation_rate`, the rate the bands aim for.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from aiokafka.errors import KafkaError
 
 from classifiers import build_classifier
@@ -46,7 +55,7 @@ from modpipe.core.metrics import Metrics
 from modpipe.core.progress import Progress, no_progress
 from modpipe.core.records import Label, Outgoing, encode, wire_limits
 from modpipe.core.settings import RoutingSettings, Settings, load_settings
-from modpipe.quality.bands import band_table, best_for_error, evaluate, score
+from modpipe.quality.bands import band_table, best_for_error, evaluate, scores_of
 from modpipe.quality.dataset import (
     Dataset,
     Row,
@@ -57,6 +66,7 @@ from modpipe.quality.dataset import (
     write,
 )
 from modpipe.quality.datasets import Labelled
+from modpipe.quality.promote import Heldout, Verdict, promote, write_active
 from modpipe.quality.training import train
 from streams.app import TriageWorker
 
@@ -88,15 +98,10 @@ class Pool:
 
 
 def round_settings(
-    base: Path,
-    tag: str,
-    frontier_url: str,
-    opts: FlywheelOptions,
-    model: Path | None,
-    bands: RoutingSettings | None,
-    replay: str,
+    active: Path, tag: str, frontier_url: str, opts: FlywheelOptions, replay: str
 ) -> Settings:
-    """Settings for one round: topics and groups of its own, the model and bands in force."""
+    """Settings for one round: the active settings file's model and bands, with topics and
+    groups of the round's own."""
     overrides: dict[str, Any] = {
         "app_id": f"flywheel-{tag}",
         "kafka": {"partitions": 2},
@@ -113,15 +118,56 @@ def round_settings(
         },
         "redis": {"key_prefix": f"flywheel-{replay}"},  # the cache carries over rounds
         "metrics": {"port": 0, "escalator_port": 0},
-        "classifier": {"backend": "cpu", "model_path": str(model) if model else None},
+        "classifier": {"backend": "cpu"},
+        # The frontier budget of the replay is sized for this rate, and no production runs
+        # beside the replay for a shadow run to compare with.
+        "routing": {"expected_escalation_rate": opts.escalation_rate},
+        "promote": {"min_shadow_posts": 0},
+    }
+    return load_settings(active, overrides)
+
+
+def candidate_file(active: Path, out: Path, model: Path, bands: RoutingSettings | None) -> Path:
+    """The active settings with the retrained model and, when calibrated, its bands."""
+    data = yaml.safe_load(active.read_text()) or {}
+    data["classifier"] = {
+        **(data.get("classifier") or {}),
+        "backend": "cpu",
+        "model_path": str(model.resolve()),
     }
     if bands is not None:
-        overrides["routing"] = {
+        data["routing"] = {
+            **(data.get("routing") or {}),
             "allow_below": bands.allow_below,
             "block_above": bands.block_above,
             "per_category": {},
         }
-    return load_settings(base, overrides)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+async def gate_round(
+    production: Settings,
+    active: Path,
+    round_dir: Path,
+    model: Path,
+    bands: RoutingSettings | None,
+    heldout: Heldout,
+) -> tuple[Verdict, bool]:
+    """The round's retrained model as a candidate through the promotion gate; written as
+    `active` only if it passes."""
+    candidate = candidate_file(active, round_dir / "candidate.yaml", model, bands)
+    verdict, promoted = await promote(
+        production, candidate, heldout, None, active, source="the flywheel's evaluation set"
+    )
+    log.info(
+        "round candidate %s model=%s checks=%s",
+        "promoted" if promoted else "refused",
+        model,
+        ";".join(f"{c['check']}={'ok' if c['ok'] else 'FAIL'}" for c in verdict.checks),
+    )
+    return verdict, promoted
 
 
 async def publish_records(settings: Settings, records: list[Outgoing]) -> None:
@@ -265,11 +311,7 @@ def calibrate(
 
 async def measure(settings: Settings, evalset: Labelled) -> dict[str, Any]:
     """The model and bands in `settings` on the evaluation set."""
-    classifier = build_classifier(settings)
-    try:
-        scores = await score(classifier, evalset.texts)
-    finally:
-        await classifier.aclose()
+    scores = await scores_of(settings, evalset.texts)
     report = evaluate(evalset, scores, settings.routing)
     probs = np.array([max(s.values(), default=0.0) for s in scores])
     return {
@@ -291,18 +333,23 @@ async def run_flywheel(
     opts: FlywheelOptions,
     on_round: Callable[[dict[str, Any]], None] = lambda _: None,
     progress: Progress = no_progress,
+    heldout: Heldout | None = None,
 ) -> list[dict[str, Any]]:
     """Round 0 (the starting model and bands) and `opts.rounds` rounds of the loop; the
-    rounds done are counted to `progress`."""
+    rounds done are counted to `progress`. The gate judges each round's candidate on
+    `heldout` (the evaluation set, with its slices where the caller read them; by default
+    `evalset` as one slice)."""
     slice_size = min(opts.slice_size, len(data) // opts.rounds)
     if slice_size < 50:
         raise ConfigError(f"--data has {len(data)} rows: too few for {opts.rounds} rounds")
+    if heldout is None:
+        heldout = Heldout(evalset.texts, evalset.labels, [["category:none"]] * len(evalset))
     replay = uuid.uuid4().hex[:8]
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    settings = round_settings(base, f"{replay}-r0", frontier_url, opts, None, None, replay)
+    active = opts.out_dir / "active.yaml"
+    write_active(base, active, f"the flywheel's starting settings, from {base}")
+    settings = round_settings(active, f"{replay}-r0", frontier_url, opts, replay)
     category = settings.policy.cpu_category
-    model: Path | None = None
-    bands: RoutingSettings | None = None
     seen = Pool()
     first = {
         **await measure(settings, evalset),
@@ -315,7 +362,7 @@ async def run_flywheel(
     on_round(first)
     for r in range(1, opts.rounds + 1):
         tag = f"{replay}-r{r}"
-        settings = round_settings(base, tag, frontier_url, opts, model, bands, replay)
+        settings = round_settings(active, tag, frontier_url, opts, replay)
         rows = range((r - 1) * slice_size, r * slice_size)
         posts = [(f"{tag}-{i}", data.texts[i]) for i in rows]
         truth = {f"{tag}-{i}": data.labels[i] for i in rows}
@@ -328,10 +375,14 @@ async def run_flywheel(
         frontier = [v for _, v in snap.verdicts if v.get("tier") == "frontier"]
         pipeline_s = time.monotonic() - started
         _accumulate(seen, dataset, settings, opts.audit_rate)
-        model, bands = _retrain(seen, opts, r, category, model, bands)
-        measured = await measure(
-            round_settings(base, tag, frontier_url, opts, model, bands, replay), evalset
-        )
+        gate: dict[str, Any] = {"promoted": False, "gate": []}
+        retrained = _retrain(seen, opts, r, category)
+        if retrained is not None:
+            verdict, promoted = await gate_round(
+                settings, active, opts.out_dir / f"round-{r}", *retrained, heldout
+            )
+            gate = {"promoted": promoted, "gate": verdict.checks}
+        measured = await measure(round_settings(active, tag, frontier_url, opts, replay), evalset)
         result = {
             **measured,
             "round": r,
@@ -342,6 +393,7 @@ async def run_flywheel(
             "frontier_calls": len(frontier),
             "frontier_cost_usd": round(sum(float(v.get("cost_usd", 0.0)) for v in frontier), 6),
             "pipeline_seconds": round(pipeline_s, 1),
+            **gate,
         }
         rounds.append(result)
         on_round(result)
@@ -364,16 +416,13 @@ def _accumulate(seen: Pool, dataset: Dataset, settings: Settings, audit_rate: fl
 
 
 def _retrain(
-    seen: Pool,
-    opts: FlywheelOptions,
-    r: int,
-    category: str,
-    model: Path | None,
-    bands: RoutingSettings | None,
-) -> tuple[Path | None, RoutingSettings | None]:
+    seen: Pool, opts: FlywheelOptions, r: int, category: str
+) -> tuple[Path, RoutingSettings | None] | None:
+    """A model trained on everything labelled so far and its bands (None: keep the active
+    bands); None when no model could be trained."""
     if len({row.label for row in seen.train}) < 2:
         log.warning("round %d: the labelled posts are all one class so far; model kept", r)
-        return model, bands
+        return None
     calibration = [row for row, _ in seen.calibration]
     out = opts.out_dir / f"round-{r}" / "model"
     checks = _labelled(calibration) if len({x.label for x in calibration}) == 2 else None
@@ -387,10 +436,10 @@ def _retrain(
         )
     except ValueError as exc:  # scikit-learn on very few rows: e.g. no n-gram left
         log.warning("round %d: training failed (%s); model kept", r, exc)
-        return model, bands
+        return None
     if not calibration:
         log.warning("round %d: nothing to calibrate on yet; bands kept", r)
-        return out, bands
+        return out, None
     from classifiers.cpu import CpuClassifier
 
     probs = np.array(CpuClassifier.load(out, category).predict([row.text for row in calibration]))
@@ -400,4 +449,4 @@ def _retrain(
         return out, calibrate(probs, labels, weights, opts.escalation_rate)
     except ModpipeError as exc:
         log.warning("round %d: calibration failed (%s); bands kept", r, exc)
-        return out, bands
+        return out, None
