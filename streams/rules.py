@@ -51,7 +51,8 @@ from modpipe.core.records import (
 )
 from modpipe.core.redis_client import connect_redis
 from modpipe.core.settings import Settings
-from streams.rules_book import PRECEDENCE, Rule, RuleBook, RulesInvalid, load_rules, now_utc
+from streams.rules_book import PRECEDENCE, RuleBook, RulesInvalid, load_rules, now_utc
+from streams.rules_file import Rule
 
 if TYPE_CHECKING:
     from streams.triage import BatchResult

@@ -1,7 +1,8 @@
 """`modpipe flywheel`: the learning loop replayed on any labelled JSONL (`text`, `label`).
 
 The data is a stream cut into slices. Each round runs the real pipeline (the triage and
-escalation workers, in this process, on real Kafka and Redis, with topics of its own)
+escalation workers, in this process, on real Kafka and Redis, with topics of its own:
+`modpipe.quality.replay`)
 on the next slice, with a frontier endpoint that answers from the labels; reviewers
 label the audit sample (the loop publishes their `Label`s from the labels, as the review
 console would). Then it builds the dataset from Kafka as `modpipe dataset build` does,
@@ -25,7 +26,6 @@ escalation check holds the candidate to `escalation_rate`, the rate the bands ai
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -37,38 +37,16 @@ from typing import Any
 
 import numpy as np
 import yaml
-from aiokafka.errors import KafkaError
 
-from classifiers import build_classifier
-from escalation.frontier import build_frontier
-from escalation.worker import EscalationWorker
-from modpipe.core.errors import ConfigError, ModpipeError, StackError
-from modpipe.core.kafka import (
-    build_producer,
-    consumer_options,
-    ensure_pipeline_topics,
-    ensure_topics,
-    publish,
-    topic_partitions,
-)
-from modpipe.core.metrics import Metrics
+from modpipe.core.errors import ConfigError, ModpipeError
 from modpipe.core.progress import Progress, no_progress
-from modpipe.core.records import Label, Outgoing, encode, wire_limits
 from modpipe.core.settings import RoutingSettings, Settings, load_settings
 from modpipe.quality.bands import band_table, best_for_error, evaluate, scores_of
-from modpipe.quality.dataset import (
-    Dataset,
-    Row,
-    build,
-    in_test,
-    read_topics,
-    snapshot,
-    write,
-)
+from modpipe.quality.dataset import Dataset, Row, build, in_test, snapshot, write
 from modpipe.quality.datasets import Labelled
 from modpipe.quality.promote import Heldout, Verdict, promote, write_active
+from modpipe.quality.replay import review_audits, run_pipeline
 from modpipe.quality.training import train
-from streams.app import TriageWorker
 
 log = logging.getLogger(__name__)
 
@@ -170,113 +148,6 @@ async def gate_round(
     return verdict, promoted
 
 
-async def publish_records(settings: Settings, records: list[Outgoing]) -> None:
-    producer = build_producer(
-        settings.kafka,
-        max_request_size=wire_limits(settings.kafka.max_message_bytes).request_bytes,
-    )
-    try:
-        await producer.start()
-
-        async def send(r: Outgoing) -> Any:
-            return await producer.send(r.topic, r.value, key=r.key)
-
-        await publish(send, records, settings.kafka.publish_deadline_s)
-    except KafkaError as exc:
-        raise StackError(f"cannot publish to Kafka at {settings.kafka.bootstrap}: {exc}") from exc
-    finally:
-        await producer.stop()
-
-
-async def _count(settings: Settings, topic: str) -> int:
-    """The committed records in `topic` now (not its end offsets: transactions put their
-    commit markers between the records)."""
-    from aiokafka import AIOKafkaConsumer
-
-    parts = await topic_partitions(settings.kafka, [topic])
-    consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        count = 0
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            count += sum(len(r) for r in (await consumer.getmany(timeout_ms=500)).values())
-        return count
-    finally:
-        await consumer.stop()
-
-
-async def run_pipeline(settings: Settings, posts: list[tuple[str, str]], timeout_s: float) -> None:
-    """Both workers on `posts` until every post has its outputs on Kafka."""
-    await ensure_pipeline_topics(settings)
-    await ensure_topics(settings.kafka, [settings.topics.labels], settings.kafka.partitions)
-    metrics = Metrics()
-    classifier = build_classifier(settings)
-    frontier = build_frontier(settings, metrics)
-    triage = TriageWorker(settings, classifier, metrics)
-    escalator = EscalationWorker(settings, frontier, metrics)
-    triaged = asyncio.create_task(triage.run(max_posts=len(posts)))
-    escalating = asyncio.create_task(escalator.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        values = [
-            Outgoing(
-                settings.topics.posts,
-                pid.encode(),
-                json.dumps({"post_id": pid, "text": text, "surface": "flywheel"}).encode(),
-            )
-            for pid, text in posts
-        ]
-        await publish_records(settings, values)
-        await asyncio.wait_for(asyncio.shield(triaged), max(1.0, deadline - time.monotonic()))
-        if triaged.result() != 0:
-            raise StackError("the triage worker failed during the replay (see the log)")
-        escalated = await _count(settings, settings.topics.escalations)
-        while escalator.processed < escalated:
-            if escalating.done() or time.monotonic() > deadline:
-                raise StackError(
-                    f"the escalator decided {escalator.processed} of {escalated} posts "
-                    f"within {timeout_s:.0f}s"
-                )
-            await asyncio.sleep(0.1)
-    except TimeoutError as exc:
-        raise StackError(
-            f"the triage worker did not finish {len(posts)} posts in {timeout_s:.0f}s"
-        ) from exc
-    finally:
-        triage.stop()
-        escalator.stop()  # finishes the posts in flight, publishes, commits
-        await asyncio.gather(triaged, escalating, return_exceptions=True)
-        await classifier.aclose()
-        if frontier is not None:
-            await frontier.aclose()
-    if escalating.result() != 0:
-        raise StackError("the escalation worker failed during the replay (see the log)")
-
-
-async def review_audits(settings: Settings, truth: dict[str, int], category: str) -> int:
-    """Reviewers' labels for every audit item, from the known labels, on the labels topic."""
-    review = (await read_topics(settings.kafka, [settings.topics.review]))[settings.topics.review]
-    labels = []
-    for _, item in review:
-        post = item.get("post", {})
-        if item.get("reason") != "audit" or post.get("post_id") not in truth:
-            continue
-        block = truth[post["post_id"]] == 1
-        label = Label(
-            post=post,
-            action="block" if block else "allow",
-            categories=[category] if block else [],
-            reviewer="flywheel-replay",
-            reason="audit",
-        )
-        labels.append(Outgoing(settings.topics.labels, post["post_id"].encode(), encode(label)))
-    await publish_records(settings, labels)
-    return len(labels)
-
-
 def _labelled(rows: list[Row]) -> Labelled:
     return Labelled([r.text for r in rows], [r.label for r in rows], sha256=f"{len(rows):08d}")
 
@@ -360,46 +231,69 @@ async def run_flywheel(
     rounds = [first]
     progress("flywheel rounds", 0, opts.rounds)
     on_round(first)
+    loop = _Loop(active, data, evalset, frontier_url, opts, heldout, replay, category)
     for r in range(1, opts.rounds + 1):
-        tag = f"{replay}-r{r}"
-        settings = round_settings(active, tag, frontier_url, opts, replay)
-        rows = range((r - 1) * slice_size, r * slice_size)
-        posts = [(f"{tag}-{i}", data.texts[i]) for i in rows]
-        truth = {f"{tag}-{i}": data.labels[i] for i in rows}
-        started = time.monotonic()
-        await run_pipeline(settings, posts, opts.round_timeout_s)
-        audited = await review_audits(settings, truth, category)
-        snap = await snapshot(settings)
-        dataset = build(snap, settings)
-        write(dataset, opts.out_dir / f"round-{r}" / "dataset")
-        frontier = [v for _, v in snap.verdicts if v.get("tier") == "frontier"]
-        pipeline_s = time.monotonic() - started
-        _accumulate(seen, dataset, settings, opts.audit_rate)
-        gate: dict[str, Any] = {"promoted": False, "gate": []}
-        retrained = _retrain(seen, opts, r, category)
-        if retrained is not None:
-            verdict, promoted = await gate_round(
-                settings, active, opts.out_dir / f"round-{r}", *retrained, heldout
-            )
-            gate = {"promoted": promoted, "gate": verdict.checks}
-        measured = await measure(round_settings(active, tag, frontier_url, opts, replay), evalset)
-        result = {
-            **measured,
-            "round": r,
-            "posts": len(posts),
-            "escalated": len(snap.escalations),
-            "audited": audited,
-            "train_rows": len(seen.train),
-            "frontier_calls": len(frontier),
-            "frontier_cost_usd": round(sum(float(v.get("cost_usd", 0.0)) for v in frontier), 6),
-            "pipeline_seconds": round(pipeline_s, 1),
-            **gate,
-        }
+        result = await _run_round(loop, r, range((r - 1) * slice_size, r * slice_size), seen)
         rounds.append(result)
         on_round(result)
         progress("flywheel rounds", r, opts.rounds)
     (opts.out_dir / "rounds.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
     return rounds
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """What every round of one replay shares."""
+
+    active: Path
+    data: Labelled
+    evalset: Labelled
+    frontier_url: str
+    opts: FlywheelOptions
+    heldout: Heldout
+    replay: str
+    category: str
+
+
+async def _run_round(loop: _Loop, r: int, rows: range, seen: Pool) -> dict[str, Any]:
+    """Round `r` on the data's `rows`: the pipeline, the reviewers, the dataset, the
+    retrained candidate through the gate, and the active model measured."""
+    opts, active, replay = loop.opts, loop.active, loop.replay
+    tag = f"{replay}-r{r}"
+    settings = round_settings(active, tag, loop.frontier_url, opts, replay)
+    posts = [(f"{tag}-{i}", loop.data.texts[i]) for i in rows]
+    truth = {f"{tag}-{i}": loop.data.labels[i] for i in rows}
+    started = time.monotonic()
+    await run_pipeline(settings, posts, opts.round_timeout_s)
+    audited = await review_audits(settings, truth, loop.category)
+    snap = await snapshot(settings)
+    dataset = build(snap, settings)
+    write(dataset, opts.out_dir / f"round-{r}" / "dataset")
+    frontier = [v for _, v in snap.verdicts if v.get("tier") == "frontier"]
+    pipeline_s = time.monotonic() - started
+    _accumulate(seen, dataset, settings, opts.audit_rate)
+    gate: dict[str, Any] = {"promoted": False, "gate": []}
+    retrained = _retrain(seen, opts, r, loop.category)
+    if retrained is not None:
+        verdict, promoted = await gate_round(
+            settings, active, opts.out_dir / f"round-{r}", *retrained, loop.heldout
+        )
+        gate = {"promoted": promoted, "gate": verdict.checks}
+    measured = await measure(
+        round_settings(active, tag, loop.frontier_url, opts, replay), loop.evalset
+    )
+    return {
+        **measured,
+        "round": r,
+        "posts": len(posts),
+        "escalated": len(snap.escalations),
+        "audited": audited,
+        "train_rows": len(seen.train),
+        "frontier_calls": len(frontier),
+        "frontier_cost_usd": round(sum(float(v.get("cost_usd", 0.0)) for v in frontier), 6),
+        "pipeline_seconds": round(pipeline_s, 1),
+        **gate,
+    }
 
 
 def _accumulate(seen: Pool, dataset: Dataset, settings: Settings, audit_rate: float) -> None:

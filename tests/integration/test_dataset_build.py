@@ -18,7 +18,7 @@ from modpipe.core.kafka import ensure_topics
 from modpipe.core.records import Label, Outgoing, Verdict, encode
 from modpipe.core.settings import Settings
 from modpipe.quality.dataset import build, in_test, read_rows, snapshot
-from modpipe.quality.flywheel import publish_records, run_pipeline
+from modpipe.quality.replay import publish_records, run_pipeline
 from tests.conftest import ROOT
 from tests.openai_wire_server import openai_wire_server
 
