@@ -85,7 +85,12 @@ class Idle:
 
     def saw(self, count: int) -> None:
         if count:
-            self._since = time.monotonic()
+            self.reset()
+
+    def reset(self) -> None:
+        """Count from now (say, no partitions yet: a restart may wait a session timeout
+        for a crashed member's partitions, which is not idleness)."""
+        self._since = time.monotonic()
 
     @property
     def expired(self) -> bool:
@@ -145,6 +150,8 @@ class BatchWorker:
                 if batches:
                     await self._handle(batches)
                 idle.saw(count)  # after the work: a long batch is not idleness
+                if not self._consumer.assignment():
+                    idle.reset()
                 await self._after(batches)
         finally:
             await self._consumer.stop()
