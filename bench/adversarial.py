@@ -5,9 +5,11 @@
 Run as a script path (not `-m`), so that PYTHONPATH alone chooses the code measured: the
 same file measures main's code with `PYTHONPATH=/work/main` for a before/after line.
 
-The steps a record passes through on its way to a verdict, each timed together: the
-strict decoder and schema (`parse_post`), the cache key's normalisation (`cache_key`), and
-the frontier prompt with its cost estimate (`prompt.messages`). A refused record stops
+Two paths, as two workers run them, each timed whole: triage (the strict decoder and schema,
+`parse_post`, then the rules stage's folds, `fold_for_rules`: normalisation, homoglyphs,
+leetspeak; its automaton, RE2 set and MinHash are C code over the folded text) and
+escalation (`parse_post`, the cache key's normalisation, `cache_key`, and the frontier
+prompt with its cost estimate, `prompt.messages`). A refused record stops
 where the pipeline stops it (at the decoder); that is its cost.
 
 The corpus (`corpus()`) is generated, by kind, at each size: unterminated strings, runs of
@@ -44,6 +46,13 @@ def ordinary(size: int) -> bytes:
     return _post(_fill(words, size - 40))
 
 
+def ordinary_non_ascii(size: int) -> bytes:
+    """Ordinary words in French, Russian and Japanese, about `size` bytes: the non-ASCII
+    path of the normalisation, for scale (the ratio is to the ASCII post)."""
+    words = "le match d'hier soir était serré матч был равным 昨夜の試合は接戦だった "
+    return _post(_fill(words, size - 40))
+
+
 def corpus(size: int) -> Iterator[tuple[str, bytes]]:
     """Hostile records of about `size` bytes, by kind (each name says what it attacks)."""
     n = size - 40
@@ -69,6 +78,26 @@ def corpus(size: int) -> Iterator[tuple[str, bytes]]:
         ("combining-sorted-reverse", _post("a" + "\u0301" * (n // 4) + "\u0316" * (n // 4))),
         ("combining-decomposing", _post(_fill("\u0f73", n, head="a"))),
         ("compat-expanding", _post(_fill("\ufdfa", n))),  # one char, 18 after NFKC
+        ("compat-growing", _post(_fill("\u3300", n))),  # 3 bytes, 12 after NFKC
+        ("compat-recomposing", _post(_fill("\u3310", n))),  # 4 katakana recomposed to 2
+        ("compat-fraction", _post(_fill("\u00bc", n))),  # 2 bytes, 3 characters
+        ("compat-ideographs", _post(_fill("\ufa54", n))),  # each recomposed from U+3000 up
+        (
+            "cjk-one-compat",
+            _post(_fill("\u65e5\u672c\u8a9e", n, head="\ufa54")),
+        ),  # whole text slow path
+        # one combining mark that may compose: NFKC's slow path for the whole text
+        ("cjk-one-mark", _post(_fill("\u65e5\u672c\u8a9e", n, head="e\u0301"))),
+        ("regional-indicators", _post(_fill("\U0001f1fa\U0001f1f8", n))),
+        ("math-alphanumerics", _post(_fill("\U0001d400\U0001d41a", n))),
+        ("spacing-accents", _post(_fill("\u00b4", n))),  # space + mark each
+        ("arabic-presentation", _post(_fill("\ufe77", n))),
+        ("astral-marks", _post(_fill("\U0001e8d1", n, head="a"))),
+        ("astral-marks-alternating", _post(_fill("\U0001d165\U0001d16e", n, head="a"))),
+        ("emoji-run", _post(_fill("\U0001f600", n))),
+        ("marks-on-letters", _post(_fill("a\u0301", n))),  # one mark per letter: many matches
+        ("accented-cyrillic", _post(_fill("\u04ee", n))),  # decomposes for the rules' folds
+        ("homoglyph-mixed", _post(_fill("\u0456d\u0456\u043et ", n))),
         ("whitespace-run", _post(_fill(" \t\n", n) + "x")),
         ("html-specials", _post(_fill("<&>", n))),
     ]
@@ -82,24 +111,32 @@ def _nest(depth: int) -> Any:
     return out
 
 
-def _pipeline() -> Callable[[bytes], None]:
+def _paths() -> dict[str, Callable[[bytes], None]]:
     from escalation import prompt
     from escalation.cache import cache_key
     from modpipe.core.errors import InvalidRecord
     from modpipe.core.records import parse_post
     from modpipe.core.settings import load_settings
+    from modpipe.core.text import fold_for_rules
 
     policy = load_settings().policy
 
-    def one(raw: bytes) -> None:
+    def triage(raw: bytes) -> None:
         try:
             post = parse_post(raw, MAX_BYTES)
         except InvalidRecord:
             return  # refused: a dead letter, nothing further
+        fold_for_rules(post.text)
+
+    def escalation(raw: bytes) -> None:
+        try:
+            post = parse_post(raw, MAX_BYTES)
+        except InvalidRecord:
+            return
         cache_key(policy.version, "chat", "model", post.text)
         prompt.messages(policy, post.text)
 
-    return one
+    return {"triage": triage, "escalation": escalation}
 
 
 def _us_per_kb(step: Callable[[bytes], None], raw: bytes, budget_s: float) -> float:
@@ -118,30 +155,35 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=1.0, help="timing per record")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    step = _pipeline()
-    step(ordinary(512))  # warm: imports, lazy tables
-    step(_post("a\u0301"))
     sizes = [int(s) for s in args.sizes.split(",")]
-    base = _us_per_kb(step, ordinary(512), args.budget_s)
-    base_sized = {s: _us_per_kb(step, ordinary(s), args.budget_s) for s in sizes}
-    results: list[tuple[float, str, int]] = []
-    for size in sizes:
-        for name, raw in corpus(size):
-            cost = _us_per_kb(step, raw, args.budget_s)
-            results.append((cost, name, len(raw)))
-            if args.verbose:
-                print(f"  {name:30s} {len(raw):6d} B {cost:10.2f} µs/KB", flush=True)
-    costs = [c for c, _, _ in results]
-    worst, worst_name, worst_size = max(results)
-    print(
-        f"ordinary post (512 B): {base:.2f} µs/KB; ordinary at "
-        + ", ".join(f"{s} B: {v:.2f}" for s, v in base_sized.items())
-        + " µs/KB"
-    )
-    print(
-        f"adversarial ({len(results)} records): median {statistics.median(costs):.2f} µs/KB, "
-        f"worst {worst:.2f} µs/KB ({worst_name}, {worst_size} B) = {worst / base:.2f}x ordinary"
-    )
+    for path, step in _paths().items():
+        step(ordinary(512))  # warm: imports, lazy tables
+        step(_post("a\u0301"))
+        base = _us_per_kb(step, ordinary(512), args.budget_s)
+        base_sized = {s: _us_per_kb(step, ordinary(s), args.budget_s) for s in sizes}
+        other = _us_per_kb(step, ordinary_non_ascii(2048), args.budget_s)
+        results: list[tuple[float, str, int]] = []
+        for size in sizes:
+            for name, raw in corpus(size):
+                if len(raw) > MAX_BYTES:
+                    continue  # refused by its size before anything reads it
+                cost = _us_per_kb(step, raw, args.budget_s)
+                results.append((cost, name, len(raw)))
+                if args.verbose:
+                    print(f"  {path} {name:30s} {len(raw):6d} B {cost:10.2f} µs/KB", flush=True)
+        costs = [c for c, _, _ in results]
+        worst, worst_name, worst_size = max(results)
+        print(
+            f"{path}: ordinary post (512 B): {base:.2f} µs/KB; ordinary at "
+            + ", ".join(f"{s} B: {v:.2f}" for s, v in base_sized.items())
+            + f" µs/KB; ordinary French/Russian/Japanese (2 KB): {other:.2f} µs/KB"
+        )
+        print(
+            f"{path}: adversarial ({len(results)} records): median "
+            f"{statistics.median(costs):.2f} µs/KB, worst {worst:.2f} µs/KB ({worst_name}, "
+            f"{worst_size} B) = {worst / base:.2f}x ordinary",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ work already queued) for n / rate seconds, and answered `latency_s` after that. 
 that waits for each answer before sending the next batch leaves the server idle for that
 latency and for its own fetch and publish time; keeping batches in flight does not.
 
-Needs tests/ (the wire-format server), so it runs from a source checkout only.
+Needs tests/ (the wire-format server, through bench/stand_ins.py), so it runs from a
+source checkout only.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.loopback import serve
-from tests.vllm_wire_server import VllmWireServer
+from bench.stand_ins import VllmWireServer, serve
 
 
 @dataclass

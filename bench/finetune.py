@@ -49,19 +49,16 @@ def peak_tflops(torch: Any) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+def build_model(
+    args: argparse.Namespace, torch: Any, device: str, dtype: Any, shape: dict[str, int]
+) -> tuple[Any, int, int]:
+    """A randomly initialised Llama of `shape` with LoRA adapters, in training mode; its
+    parameter count and its embedding's, before the adapters."""
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from modpipe.quality.finetune import LORA_TARGETS
 
-    cuda = torch.cuda.is_available()
-    if not cuda and not args.tiny:
-        raise SystemExit("bench.finetune: no GPU here; use --tiny for a CPU smoke run")
-    device = "cuda" if cuda else "cpu"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    shape = TINY if args.tiny else EIGHT_B
     config = LlamaConfig(
         **shape,
         max_position_embeddings=max(8192, args.seq),
@@ -87,6 +84,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     model = get_peft_model(model, lora)
     model.train()
+    return model, params, embed
+
+
+def timed(args: argparse.Namespace, torch: Any, step: Any, cuda: bool) -> float:
+    """Seconds for `args.steps` steps after `args.warmup` untimed ones."""
+    for _ in range(args.warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return seconds
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.tiny:
+        raise SystemExit("bench.finetune: no GPU here; use --tiny for a CPU smoke run")
+    device = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    shape = TINY if args.tiny else EIGHT_B
+    model, params, embed = build_model(args, torch, device, dtype, shape)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     ids = torch.randint(1, shape["vocab_size"], (args.batch, args.seq), device=device)
@@ -101,17 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    for _ in range(args.warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds = timed(args, torch, step, cuda)
     tokens = args.batch * args.seq * args.steps
     n = params - embed
     attention = 12 * shape["num_hidden_layers"] * shape["hidden_size"] * args.seq

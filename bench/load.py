@@ -17,13 +17,8 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-TEXTS = [
-    "have a nice day",
-    "you are a fucking idiot",
-    "your opinion is garbage",
-    "the bus was late again today",
-    "what a dumb idea",
-]
+from bench.harness import TEXTS
+
 STEP_S = 0.01
 
 

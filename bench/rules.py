@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.triage import Bench, posts, publish_all, triage_rate
+from bench.harness import Bench, posts, publish_all
+from bench.triage import triage_rate
 from classifiers import build_classifier
 from modpipe.core.kafka import ensure_topics
 from modpipe.core.metrics import Metrics

@@ -14,16 +14,15 @@ import asyncio
 import time
 import uuid
 
+from bench.records import produce, verdict
+from bench.stand_ins import dsa_database_server
 from modpipe.compliance.builder import StatementBuilder
 from modpipe.compliance.database import TransparencyDatabase
 from modpipe.compliance.ledger import Ledger
 from modpipe.compliance.submitter import Submitter
 from modpipe.core.metrics import Metrics
 from modpipe.core.redis_client import connect_redis
-from modpipe.core.settings import load_settings
-from tests.conftest import CONFIG
-from tests.dsa_database_server import dsa_database_server
-from tests.integration.dsa_support import produce, verdict
+from modpipe.core.settings import load_settings, packaged_config
 
 IDLE_S = 2.0
 TOPICS = ("posts", "verdicts", "escalations", "review", "dlq", "labels", "notices", "appeals",
@@ -34,7 +33,7 @@ async def run(n: int) -> None:
     tag = uuid.uuid4().hex[:8]
     async with dsa_database_server() as server:
         s = load_settings(
-            CONFIG,
+            packaged_config(),
             {
                 "redis": {"key_prefix": f"bench-{tag}"},
                 "topics": {k: f"bench-{tag}-{k}" for k in TOPICS},

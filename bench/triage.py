@@ -23,35 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import statistics
-import sys
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.harness import PARTITIONS, Bench, posts, publish_all
+from bench.latency import steady_latency
 from classifiers import Classification, Classifier, build_classifier
 from modpipe.core.errors import ClassifierError
 from modpipe.core.kafka import ensure_topics
 from modpipe.core.metrics import Metrics
-from modpipe.core.settings import Settings, deep_merge, load_settings
+from modpipe.core.settings import Settings
 from streams.app import TriageWorker
-
-ROOT = Path(__file__).resolve().parent.parent
-DROP_FIRST_S = 5.0
-PARTITIONS = 4
-TEXTS = [
-    "have a nice day",
-    "you are a fucking idiot",
-    "your opinion is garbage",
-    "the bus was late again today",
-    "what a dumb idea",
-]
 
 
 class ConstantClassifier:
@@ -65,59 +52,6 @@ class ConstantClassifier:
 
     async def aclose(self) -> None:
         return None
-
-
-class Bench:
-    """One benchmark run: a tag for its topics and groups, and the settings it varies."""
-
-    def __init__(self, base: Settings, config_path: Path | None, batch: int) -> None:
-        self.base = base
-        self.config_path = config_path
-        self.batch = batch
-        self.tag = uuid.uuid4().hex[:8]
-        self.bootstrap = base.kafka.bootstrap
-
-    def topics(self, name: str) -> dict[str, str]:
-        return {
-            k: f"bench-{self.tag}-{name}-{k}"
-            for k in ("posts", "verdicts", "escalations", "review", "dlq")
-        }
-
-    def variant(self, name: str, posts_topic: str | None = None, **overrides: Any) -> Settings:
-        topics = self.topics(name)
-        if posts_topic is not None:
-            topics["posts"] = posts_topic
-        merged = deep_merge(
-            self.base.model_dump(mode="json", include={"kafka", "triage", "classifier"}),
-            {
-                "app_id": f"bench-{self.tag}-{name}",
-                "topics": topics,
-                "triage": {"batch_max": self.batch, "audit_rate": 0.0},
-                "metrics": {"port": 0},
-                # Its own first-outcome keys: the variants publish the same post_ids.
-                "redis": {"key_prefix": f"bench-{self.tag}-{name}"},
-                "delivery": {"final_verdict_ttl_s": 600},
-            },
-        )
-        return load_settings(self.config_path, deep_merge(merged, overrides))
-
-
-def posts(n: int) -> list[tuple[bytes, bytes]]:
-    """`n` (key, value) posts, keyed by post_id."""
-    return [
-        (f"b{i}".encode(), json.dumps({"post_id": f"b{i}", "text": f"{TEXTS[i % 5]} {i}"}).encode())
-        for i in range(n)
-    ]
-
-
-async def publish_all(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, v, key=k) for k, v in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def raw_baseline(bootstrap: str, topic: str, out_topic: str, n: int) -> float:
@@ -156,7 +90,7 @@ async def raw_baseline(bootstrap: str, topic: str, out_topic: str, n: int) -> fl
 
 async def faust_minimal(settings: Settings, n: int) -> float:
     """Posts per second for a bare Faust agent, tuned like the triage worker."""
-    from streams.app import build_app
+    from streams.connection import build_app
 
     app = build_app(settings, settings.triage.state_dir / settings.app_id)
     out = settings.topics.verdicts
@@ -245,119 +179,6 @@ async def gpu_wire(
             return await triage_rate(settings, classifier, n)
         finally:
             await classifier.aclose()
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
-
-
-async def read_timestamps(bootstrap: str, topic: str, partitions: int) -> dict[bytes, int]:
-    """Key -> Kafka timestamp (ms) of every record now in `topic` (the first per key)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: dict[bytes, int] = {}
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                for r in records:
-                    if r.key is not None:
-                        out.setdefault(r.key, r.timestamp)
-        return out
-    finally:
-        await consumer.stop()
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-async def steady_latency(
-    bench: Bench, rate: float, seconds: float
-) -> tuple[dict[str, float], float]:
-    """Latency percentiles (ms) at `rate` posts/s, and the worker's peak RSS (MB)."""
-    settings = bench.variant("lat")
-    t = settings.topics
-    await ensure_topics(
-        settings.kafka, [t.posts, t.verdicts, t.escalations, t.review, t.dlq], PARTITIONS
-    )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "MODPIPE_APP_ID": settings.app_id,
-        "MODPIPE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
-        "MODPIPE_DELIVERY__FINAL_VERDICT_TTL_S": "600",
-        "MODPIPE_METRICS__PORT": "0",
-        "MODPIPE_TRIAGE__AUDIT_RATE": "0",
-        **{f"MODPIPE_TOPICS__{k.upper()}": v for k, v in t.model_dump().items()},
-    }
-    if bench.config_path is not None:
-        env["MODPIPE_CONFIG"] = str(bench.config_path)
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modpipe", "--log-level", "WARNING", "worker", env=env
-    )
-    try:
-        # Readiness: a warm-up post decided means partitions are assigned and the model loaded.
-        await publish_all(
-            bench.bootstrap, t.posts, [(b"warmup0", b'{"post_id": "warmup0", "text": "hi"}')]
-        )
-        await wait_for_keys(bench.bootstrap, [t.verdicts, t.escalations], 1, 90.0)
-        load = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.load",
-            bench.bootstrap,
-            t.posts,
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(seconds),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await load.communicate()
-        published = int(out.decode().strip() or 0)
-        await wait_for_keys(bench.bootstrap, [t.verdicts, t.escalations], published + 1, 60.0)
-        rss = peak_rss_mb(worker.pid)
-    finally:
-        if worker.returncode is None:
-            worker.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(worker.wait(), 60)
-    sent = await read_timestamps(bench.bootstrap, t.posts, PARTITIONS)
-    decided = await read_timestamps(bench.bootstrap, t.verdicts, PARTITIONS)
-    start = min(ts for key, ts in sent.items() if key.startswith(b"l")) + DROP_FIRST_S * 1000
-    latencies = [
-        float(decided[key] - ts)
-        for key, ts in sent.items()
-        if key.startswith(b"l") and ts >= start and key in decided
-    ]
-    return percentiles(latencies), rss
-
-
-async def wait_for_keys(bootstrap: str, topics: list[str], n: int, timeout_s: float) -> None:
-    """Wait until `topics` together hold `n` distinct keys; raise after `timeout_s`."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    keys: set[bytes] = set()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(keys) < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(keys)} of {n} posts decided in {timeout_s:.0f}s")
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                keys.update(r.key for r in records if r.key is not None)
-    finally:
-        await consumer.stop()
 
 
 async def run(

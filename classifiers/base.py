@@ -21,11 +21,15 @@ class Classification:
     non-violating classes' share, or the highest label under sigmoid). None where the
     backend has no such number. It rides on verdicts and escalations so that the tier can
     be evaluated and calibrated on what it actually said.
+
+    `escalate`: a reason to send the text to the next tier whatever the bands say (a
+    guard's own "Controversial"), or None.
     """
 
     scores: Scores
     tokens: int
     p_violation: float | None = None
+    escalate: str | None = None
 
 
 class Classifier(Protocol):

@@ -4,21 +4,25 @@ its answer becomes the policy's categories and a probability of a violation.
 A family renders a post into one or more questions (`Question`: a text prompt for
 `/v1/completions`, or chat messages for `/v1/chat/completions`, where vLLM applies the
 model's own chat template; that is the way for a family whose tokenizer is not shipped
-here) and reads the answers (`Answer`: the generated text and the log-probabilities of the
-first generated token's candidates) into a `GuardReading`.
+here) and reads the answers (`Answer`: the generated text and the log-probabilities of
+the family's answer words, `words`, at the position where the model wrote one of them)
+into a `GuardReading`. The `vllm-guard` backend asks through vllm_family_guard.py for
+every family but Llama Guard 3 on token ids (vllm_guard.py).
 
 - Llama Guard 3 (`LlamaGuard3`): "safe" / "unsafe" then a line of S-codes; P(unsafe) from
-  the first token. The `vllm-guard` backend sends its prompt as token ids
-  (guard_prompt.py); this family reads the same answers.
+  the first token. By default `vllm-guard` sends its prompt as token ids (guard_prompt.py);
+  with `classifier.guard_endpoint: chat` this family asks with the post as a chat message
+  and the served model's own template renders the card's prompt.
 - Qwen3Guard-Gen (`Qwen3Guard`): chat messages; "Safety: Safe|Unsafe|Controversial" and a
   "Categories:" line. P(violation) is P(Unsafe) + P(Controversial) over the three words at
   the verdict position; Controversial escalates by default (`controversial`).
 - ShieldGemma (`ShieldGemma`): one text prompt per harm policy; P(violation of that
   policy) is the softmax of the "Yes" and "No" logprobs at the first position.
 
-Only Llama Guard 3's answers have been read from a real vLLM here; the other two are
-checked against the prompts and outputs on their model cards (tests/unit/classifiers/
-test_guard_families.py).
+On a real vLLM here (tests/vllm): Llama Guard 3 through both endpoints, and Qwen3Guard's
+reading through the chat endpoint on a tiny stand-in model that answers in its format.
+Their prompts, and ShieldGemma altogether, are checked against the prompts and outputs on
+the model cards (tests/unit/classifiers/test_guard_families.py) and a fake server's replies.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from classifiers.guard_prompt import guard_text
+from classifiers.guard_prompt import MAX_TOKENS, guard_text
 
 Endpoint = Literal["completions", "chat"]
 
@@ -46,12 +50,13 @@ class Question:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A generation: its text and, for its first non-blank token position, the
-    log-probability of each candidate token string asked for or returned."""
+    """A generation: its text and, at the answer position (the first generated token that
+    is one of the family's `words`), each word's log-probability (`first_logprobs`, the
+    backend sums a word's forms: bare and after a space)."""
 
     text: str
     first_logprobs: Mapping[str, float] = field(default_factory=dict)
-    # Qwen3Guard's verdict word is not the first token: logprobs of later positions too.
+    # Where no answer position was found: candidates per generated position, searched in order.
     logprobs_by_position: Sequence[Mapping[str, float]] = ()
 
 
@@ -69,6 +74,9 @@ class GuardFamily(Protocol):
     """A guard model family: questions for a post, and how to read the answers."""
 
     name: str
+    # The answer words whose log-probabilities `read` needs (asked for by token id).
+    words: tuple[str, ...]
+    max_tokens: int  # the longest answer `read` needs (generation stops at end of turn)
 
     def questions(self, post: str) -> list[Question]:
         """The requests that decide `post`, in order."""
@@ -93,11 +101,18 @@ class LlamaGuard3:
     """Meta's Llama Guard 3: the card's template, 14 hazard codes mapped onto the policy."""
 
     name = "llama-guard-3"
+    words: tuple[str, ...] = ("safe", "unsafe")
+    max_tokens = MAX_TOKENS
 
-    def __init__(self, mapping: Mapping[str, str | None]) -> None:
+    def __init__(
+        self, mapping: Mapping[str, str | None], endpoint: Endpoint = "completions"
+    ) -> None:
         self._mapping = mapping
+        self._endpoint = endpoint
 
     def questions(self, post: str) -> list[Question]:
+        if self._endpoint == "chat":  # the served template renders guard_text's bytes
+            return [Question("chat", messages=({"role": "user", "content": post},))]
         return [Question("completions", text=guard_text(post))]
 
     def read(self, answers: Sequence[Answer]) -> GuardReading:
@@ -134,6 +149,8 @@ class Qwen3Guard:
     endpoint with the model's own template (it carries the policy)."""
 
     name = "qwen3guard"
+    words: tuple[str, ...] = ("Safe", "Unsafe", "Controversial")
+    max_tokens = 128  # "Safety: ..." and a Categories line of up to all nine names
 
     def __init__(
         self,
@@ -165,9 +182,11 @@ class Qwen3Guard:
 
     @staticmethod
     def _probability(answer: Answer) -> float | None:
-        """P(Unsafe) + P(Controversial) over the three verdict words, at the first
-        position where any of them is a candidate."""
-        for candidates in answer.logprobs_by_position:
+        """P(Unsafe) + P(Controversial) over the three verdict words, at the position the
+        verdict was written (`first_logprobs`), else the first position where any of them
+        is a candidate."""
+        positions = [answer.first_logprobs] if answer.first_logprobs else []
+        for candidates in [*positions, *answer.logprobs_by_position]:
             found = {
                 w: candidates[w] for w in ("Safe", "Unsafe", "Controversial") if w in candidates
             }
@@ -236,6 +255,8 @@ class ShieldGemma:
     P(Yes) at the first position, as the card computes it from the logits."""
 
     name = "shieldgemma"
+    words: tuple[str, ...] = ("Yes", "No")
+    max_tokens = 1  # only the first token is read; the card's reasoning after it is not
 
     def __init__(self, policies: Mapping[str, tuple[str, str]] = SHIELDGEMMA_POLICIES) -> None:
         self._policies = policies
@@ -263,12 +284,18 @@ class ShieldGemma:
 FAMILIES = ("llama-guard-3", "qwen3guard", "shieldgemma")
 
 
-def family(name: str, llama_guard_mapping: Mapping[str, str | None]) -> GuardFamily:
-    """The family called `name` (one of FAMILIES)."""
+def family(
+    name: str,
+    llama_guard_mapping: Mapping[str, str | None],
+    endpoint: Endpoint = "completions",
+    controversial: Literal["escalate", "unsafe", "safe"] = "escalate",
+) -> GuardFamily:
+    """The family called `name` (one of FAMILIES); `endpoint` is Llama Guard 3's (the
+    others have one way to ask), `controversial` Qwen3Guard's routing of that verdict."""
     if name == "llama-guard-3":
-        return LlamaGuard3(llama_guard_mapping)
+        return LlamaGuard3(llama_guard_mapping, endpoint)
     if name == "qwen3guard":
-        return Qwen3Guard()
+        return Qwen3Guard(controversial=controversial)
     if name == "shieldgemma":
         return ShieldGemma()
     raise ValueError(f"unknown guard family {name!r}; known: {', '.join(FAMILIES)}")

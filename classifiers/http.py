@@ -26,12 +26,14 @@ from typing import Any
 import httpx
 
 from modpipe.core.errors import ClassifierError, ClassifierUnavailable
+from modpipe.core.resilience import Backoff, retrying
+from modpipe.core.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
 
 
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 4.0
+# Before retry n (from 0): up to 0.4 * 2**n s, at most 4 s.
+RETRY_BACKOFF = Backoff(base_s=0.4, cap_s=4.0)
 SLACK = 3.0  # a request may take this many times its expected service time
 RATE_DECAY = 0.8  # weight of the past in the measured service rate, per completion
 RATE_FLOOR = 1.0  # tokens/s: the measured rate never falls below this
@@ -102,10 +104,12 @@ class VllmHttp:
         max_attempts: int,
         max_in_flight: int,
         tokens_per_s: float = 1000.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # unit tests: MockTransport
     ) -> None:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout_s,
+            transport=transport,
             limits=httpx.Limits(
                 max_connections=max_in_flight, max_keepalive_connections=max_in_flight
             ),
@@ -118,6 +122,17 @@ class VllmHttp:
         self.in_flight = 0  # requests on the wire now (at most max_in_flight)
         self.most_in_flight = 0  # its high-water mark
         self.retries = 0  # requests sent again after a failed attempt
+
+    @classmethod
+    def for_classifier(cls, c: ClassifierSettings) -> VllmHttp:
+        """The client the `classifier` settings describe (paths from the server's root)."""
+        return cls(
+            server_root(c.base_url),
+            c.timeout_s,
+            c.max_attempts,
+            c.max_in_flight,
+            c.service_tokens_per_s,
+        )
 
     async def get(self, path: str) -> dict[str, Any]:
         """The JSON reply to a GET; ClassifierUnavailable after the last failed attempt."""
@@ -160,33 +175,54 @@ class VllmHttp:
     async def _send(
         self, method: str, path: str, body: dict[str, Any] | None, tokens: int
     ) -> dict[str, Any]:
-        last: Exception | None = None
-        for attempt in range(self._attempts):
-            if attempt:
-                self.retries += 1
-                cap = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-                await asyncio.sleep(self._rng.uniform(0, cap))
+        tries = 0
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal tries
+            tries += 1
             try:
-                response = await self._request(method, path, body, tokens)
-                if response.status_code >= 500 or response.status_code == 429:
-                    last = ClassifierUnavailable(f"{path}: HTTP {response.status_code}")
-                    continue
-                if response.status_code >= 400:
-                    raise ClassifierError(
-                        f"{path}: HTTP {response.status_code}: {response.text[:300]}"
-                    )
-                return response.json()  # type: ignore[no-any-return]
-            except httpx.TimeoutException as exc:
-                # httpx has closed the connection: vLLM aborts the request, so the retry
-                # below is the only copy of this work on the server.
-                last = ClassifierUnavailable(f"{path}: timed out ({exc!r})")
-            except httpx.TransportError as exc:
-                last = ClassifierUnavailable(f"{path}: {exc!r}")
-            except json.JSONDecodeError as exc:
-                last = ClassifierUnavailable(f"{path}: unreadable body: {exc}")
-            log.warning("vLLM attempt %d/%d failed: %s", attempt + 1, self._attempts, last)
-        assert last is not None
-        raise ClassifierUnavailable(f"gave up after {self._attempts} attempts: {last}") from last
+                return await self._attempt(method, path, body, tokens)
+            except ClassifierUnavailable as exc:
+                log.warning("vLLM attempt %d/%d failed: %s", tries, self._attempts, exc)
+                raise
+
+        def counted(exc: BaseException, retries: int, delay: float) -> None:
+            self.retries += 1
+
+        try:
+            return await retrying(
+                attempt,
+                RETRY_BACKOFF,
+                ClassifierUnavailable,
+                attempts=self._attempts,
+                on_retry=counted,
+                rng=self._rng,
+            )
+        except ClassifierUnavailable as last:
+            raise ClassifierUnavailable(
+                f"gave up after {self._attempts} attempts: {last}"
+            ) from last
+
+    async def _attempt(
+        self, method: str, path: str, body: dict[str, Any] | None, tokens: int
+    ) -> dict[str, Any]:
+        """One try: the JSON reply, ClassifierError for a 4xx, ClassifierUnavailable for
+        what a retry may cure (5xx, 429, a timeout, a broken connection or body)."""
+        try:
+            response = await self._request(method, path, body, tokens)
+            if response.status_code >= 500 or response.status_code == 429:
+                raise ClassifierUnavailable(f"{path}: HTTP {response.status_code}")
+            if response.status_code >= 400:
+                raise ClassifierError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+            return response.json()  # type: ignore[no-any-return]
+        except httpx.TimeoutException as exc:
+            # httpx has closed the connection: vLLM aborts the request, so the retry is
+            # the only copy of this work on the server.
+            raise ClassifierUnavailable(f"{path}: timed out ({exc!r})") from exc
+        except httpx.TransportError as exc:
+            raise ClassifierUnavailable(f"{path}: {exc!r}") from exc
+        except json.JSONDecodeError as exc:
+            raise ClassifierUnavailable(f"{path}: unreadable body: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

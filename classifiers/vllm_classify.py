@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from classifiers.base import Classification
-from classifiers.http import VllmHttp, server_root
+from classifiers.http import VllmHttp
 from classifiers.vllm_server import ServedModel, check_server
 from modpipe.core.errors import ClassifierError, ConfigError
 from modpipe.core.settings import Settings
@@ -126,13 +126,7 @@ class SequenceClassifier:
             )
         if activation == "softmax" and len(labels) < 2:
             raise ConfigError("classifier.activation softmax needs two or more labels")
-        http = VllmHttp(
-            server_root(c.base_url),
-            c.timeout_s,
-            c.max_attempts,
-            c.max_in_flight,
-            c.service_tokens_per_s,
-        )
+        http = VllmHttp.for_classifier(c)
         return cls(http, c.model, labels, activation)
 
     async def served(self) -> ServedModel:

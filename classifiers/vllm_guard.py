@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from classifiers.base import Classification
 from classifiers.guard_prompt import MAX_TOKENS, GuardPrompt, guard_text, load_tokenizer
-from classifiers.http import VllmHttp, server_root
+from classifiers.http import VllmHttp
 from classifiers.vllm_server import ServedModel, check_server
 from modpipe.core.errors import ClassifierError, ConfigError
 from modpipe.core.settings import Settings
@@ -32,7 +32,7 @@ _ID = "token_id:"
 TOKENIZER_PROBE = "Is this the same tokenizer? Ünïcödé 42 🚀 日本語"
 
 
-def _token_id(name: str) -> int | None:
+def token_id(name: str) -> int | None:
     """The id in vLLM's `token_id:N` form (return_tokens_as_token_ids)."""
     return int(name[len(_ID) :]) if name.startswith(_ID) and name[len(_ID) :].isdigit() else None
 
@@ -43,7 +43,7 @@ def p_unsafe(logprobs: dict[str, Any], prompt: GuardPrompt) -> float | None:
     tokens = logprobs.get("tokens") or []
     top = logprobs.get("top_logprobs") or []
     for position, name in enumerate(tokens):
-        token = _token_id(str(name))
+        token = token_id(str(name))
         if token is None:
             return None
         if not prompt.token_name(token).strip():
@@ -97,13 +97,7 @@ class GuardClassifier:
         bands = settings.routing
         lowest = min([bands.allow_below, *(b.allow_below for b in bands.per_category.values())])
         prompt = GuardPrompt(load_tokenizer(c.tokenizer_path))
-        http = VllmHttp(
-            server_root(c.base_url),
-            c.timeout_s,
-            c.max_attempts,
-            c.max_in_flight,
-            c.service_tokens_per_s,
-        )
+        http = VllmHttp.for_classifier(c)
         return cls(http, prompt, c.model, settings.policy.llama_guard, lowest)
 
     async def served(self) -> ServedModel:

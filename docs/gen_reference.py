@@ -51,7 +51,7 @@ def _type_name(annotation: Any) -> str:
         return annotation.__name__
     text = str(annotation).replace("typing.", "").replace("pathlib.", "")
     text = re.sub(r"<class '([\w.]+\.)?(\w+)'>", r"\2", text)
-    return re.sub(r"\b(?:modpipe\.core\.settings|pydantic\.types)\.", "", text)
+    return re.sub(r"\b(?:modpipe\.core\.settings(?:\.\w+)?|pydantic\.types)\.", "", text)
 
 
 def _default(value: Any) -> str:
@@ -98,7 +98,7 @@ def settings_page() -> str:
         HEADER,
         "# Settings",
         "",
-        "Every setting, from the pydantic models in `modpipe/core/settings.py`; the last",
+        "Every setting, from the pydantic models in `modpipe/core/settings/`; the last",
         "column is its comment in `configs/default.yaml`. A value comes from the settings file",
         "(`--config FILE`, else `$MODPIPE_CONFIG`, else the packaged `configs/default.yaml`),",
         "overridden by the environment variable beside it. `policy` is not a setting: it is",

@@ -29,11 +29,14 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from escalation.frontier import Decided, FrontierTier
+from modpipe.core.dead_letters import dead_letter, readable_error
 from modpipe.core.errors import BudgetExhausted, InvalidRecord, ProviderError
 from modpipe.core.final_verdicts import FinalVerdicts, Outcome
-from modpipe.core.kafka import build_producer, consumer_options, publish, report_lag
+from modpipe.core.kafka import build_producer, consumer_options, publish
 from modpipe.core.metrics import Metrics
 from modpipe.core.offsets import OffsetTracker
+from modpipe.core.outputs import fallback_verdict, review_then_verdict
+from modpipe.core.probes import report_lag
 from modpipe.core.records import (
     Escalation,
     Incoming,
@@ -42,11 +45,9 @@ from modpipe.core.records import (
     ReviewItem,
     ReviewReason,
     Verdict,
-    dead_letter,
     encode,
     first_verdict_id,
     parse_escalation,
-    readable_error,
     wire_limits,
 )
 from modpipe.core.settings import Settings
@@ -143,7 +144,7 @@ class EscalationWorker:
             s.escalation.group_id,
             self.frontier.provider.name if self.frontier else "none",
         )
-        self.last_input = last_commit = time.monotonic()
+        self.last_input = time.monotonic()
         lag = asyncio.create_task(
             report_lag(
                 s.kafka,
@@ -153,27 +154,7 @@ class EscalationWorker:
             )
         )
         try:
-            while not self._stopping.is_set() and self.failure is None:
-                batches = await self._consumer.getmany(timeout_ms=100)
-                for records in batches.values():
-                    for record in records:
-                        await self._start(record)
-                        self.last_input = time.monotonic()
-                if time.monotonic() - last_commit >= s.escalation.commit_interval_s:
-                    await self._commit()
-                    last_commit = time.monotonic()
-                if max_posts is not None and self.processed >= max_posts:
-                    break
-                # Idle time counts from the first assignment: a restart may wait a session
-                # timeout for a crashed member's partitions before any post can arrive.
-                if (
-                    idle_exit is not None
-                    and self.ready.is_set()
-                    and not self._tasks
-                    and (time.monotonic() - self.last_input > idle_exit)
-                ):
-                    log.info("idle for %.1fs; stopping", idle_exit)
-                    break
+            await self._consume(max_posts, idle_exit)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.drain(), timeout=shutdown_budget_s)
         finally:
@@ -190,6 +171,31 @@ class EscalationWorker:
             await self._final.aclose()
         log.info("escalator stopped processed=%d", self.processed)
         return 1 if self.failure else 0
+
+    async def _consume(self, max_posts: int | None, idle_exit: float | None) -> None:
+        """Start a task per escalation read, committing on the interval, until stopped,
+        failed, `max_posts` started, or idle for `idle_exit` seconds."""
+        assert self._consumer is not None
+        last_commit = time.monotonic()
+        while not self._stopping.is_set() and self.failure is None:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                for record in records:
+                    await self._start(record)
+                    self.last_input = time.monotonic()
+            if time.monotonic() - last_commit >= self.settings.escalation.commit_interval_s:
+                await self._commit()
+                last_commit = time.monotonic()
+            if max_posts is not None and self.processed >= max_posts:
+                return
+            if (
+                idle_exit is not None
+                and self.ready.is_set()  # from the first assignment: a restart may wait a
+                and not self._tasks  # session timeout for a crashed member's partitions
+                and (time.monotonic() - self.last_input > idle_exit)
+            ):
+                log.info("idle for %.1fs; stopping", idle_exit)
+                return
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -310,17 +316,13 @@ class EscalationWorker:
         detail: str,
     ) -> Outcome:
         latency_s = max(0.0, time.time() - record.timestamp / 1000)
-        verdict = Verdict(
+        verdict = fallback_verdict(
             post_id=post.post_id,
-            action="review",
-            categories=[],
             scores=escalation.scores,
-            tier="fallback",
             model=escalation.model,
             policy_version=escalation.policy_version,
             latency_ms=round(latency_s * 1000, 3),
             cost_usd=escalation.cost_usd,
-            verdict_id=first_verdict_id(post.post_id),
         )
         self.metrics.stage_seconds.labels("end_to_end").observe(latency_s)
         self.metrics.decisions.labels("fallback", "review").inc()
@@ -331,9 +333,7 @@ class EscalationWorker:
     def _published(self, escalation: Escalation, post: Post, outcome: Outcome) -> list[Outgoing]:
         """The records of a post's final outcome: for a review, its item, then the verdict
         (a reviewer has the post before the platform is told)."""
-        t = self.settings.topics
-        key = post.post_id.encode()
-        records = [Outgoing(t.verdicts, key, outcome.verdict)]
+        item = None
         if outcome.review_reason is not None:
             item = ReviewItem(
                 post=escalation.post,
@@ -343,8 +343,8 @@ class EscalationWorker:
                 reason=cast("ReviewReason", outcome.review_reason),
                 detail=outcome.review_detail,
             )
-            records.insert(0, Outgoing(t.review, key, encode(item)))
-        return records
+        key = post.post_id.encode()
+        return review_then_verdict(self.settings.topics, key, outcome.verdict, item)
 
     async def _send(self, r: Outgoing) -> Any:
         assert self._producer is not None  # at least once

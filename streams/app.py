@@ -29,18 +29,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
-import faust
 from aiokafka import TopicPartition
-from faust.types import TP
 
 from classifiers import Classifier
-from modpipe.core import kafka_compat
 from modpipe.core.final_verdicts import FinalVerdicts
-from modpipe.core.kafka import publish, report_lag
+from modpipe.core.kafka import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.probes import report_lag
 from modpipe.core.records import Outgoing, wire_limits
 from modpipe.core.settings import Settings
 from modpipe.core.transactions import (
@@ -49,56 +46,11 @@ from modpipe.core.transactions import (
     PartitionTransactions,
     TransactionFailed,
 )
-from streams.connection import broker_credentials, broker_urls, idempotent_producer, translated
-from streams.delivery import Fetched, ack, committed_offsets, install_bulk_delivery
+from streams.connection import build_app, translated
+from streams.delivery import Fetched, ack, committed_offsets, install_bulk_delivery, untaken
 from streams.triage import BatchResult, Triage
 
 log = logging.getLogger(__name__)
-
-
-class _NoSensorNoise(logging.Filter):
-    """Faust warns "Missing sensor state for rebalance" at a worker's first assignment, as
-    its rebalance sensors saw no revocation first; modpipe uses none of them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Missing sensor state for rebalance" not in str(record.msg)
-
-
-_NO_SENSOR_NOISE = _NoSensorNoise()
-
-
-def build_app(settings: Settings, datadir: Path) -> faust.App:
-    """The Faust app, tuned for throughput: raw bytes in and out, large fetches."""
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    kafka_compat.install()  # Faust's fetcher is aiokafka's: deliver odd header names too
-    logging.getLogger("faust.app.base").addFilter(_NO_SENSOR_NOISE)  # once: same instance
-    app = faust.App(
-        settings.app_id,
-        broker=broker_urls(settings.kafka),
-        broker_credentials=broker_credentials(settings.kafka),
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=False,
-        datadir=str(datadir),
-        topic_partitions=settings.kafka.partitions,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=settings.triage.commit_interval_s,  # what a crash re-processes
-        broker_session_timeout=settings.kafka.session_timeout_s,
-        # The worker drains its own batches on stop (TriageWorker.run); fetched messages
-        # it never took are simply not acked.
-        stream_wait_empty=False,
-        broker_max_poll_records=settings.triage.batch_max,  # one fetch is at most one batch
-        consumer_max_fetch_size=4 * 1024 * 1024,
-        producer_linger_ms=5,
-        # A send waits no longer than the retries around it (streams/connection.py).
-        producer_request_timeout=settings.kafka.publish_deadline_s,
-        # Any one record triage writes, a dead letter (up to ~1.5 MB) included.
-        producer_max_request_size=wire_limits(settings.kafka.max_message_bytes).request_bytes,
-        logging_config=None,
-    )
-    app.producer = idempotent_producer(app)  # every record triage writes is a decision
-    return app
 
 
 @dataclass(slots=True)
@@ -216,7 +168,7 @@ class TriageWorker:
             # A fetch made before the take-over may hold posts its earlier owner committed,
             # and a seek may bring posts already taken: neither is decided again.
             await self._taking_over.wait()
-            fetched = _untaken(fetched, self._next)
+            fetched = untaken(fetched, self._next)
             if not fetched.posts:
                 return
         await self._slots.acquire()
@@ -375,31 +327,8 @@ class TriageWorker:
             self.settings.delivery.guarantee,
         )
         try:
-            while not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=0.2)
-                idle_s = time.monotonic() - self._last_activity
-                if idle_exit is not None and self.ready.is_set() and idle_s > idle_exit:
-                    log.info("idle for %.1fs; stopping", idle_exit)
-                    self._stopping.set()
-            # Let the batches in flight finish (unless one failed), so the commit covers them.
-            drained = asyncio.create_task(self._drained.wait())
-            done, _ = await asyncio.wait(
-                {drained, *stages}, timeout=shutdown_budget_s, return_when="FIRST_COMPLETED"
-            )
-            if not done:
-                log.warning(
-                    "batches still in flight after %.0fs; they will be consumed again",
-                    shutdown_budget_s,
-                )
-            drained.cancel()
-            await self._abandon(stages)
-            if self._txns is None:
-                # Faust skips a commit while another is in flight (it only waits for that
-                # one), so the commit on stop can miss the last batch. With nothing left to
-                # ack, a second commit after the first cannot be skipped.
-                for _ in range(2):
-                    await self.app.consumer.commit()
+            await self._until_stopped(idle_exit)
+            await self._drain(stages, shutdown_budget_s)
         finally:
             lag.cancel()
             await self._abandon(stages)
@@ -409,6 +338,35 @@ class TriageWorker:
             await self._final.aclose()
         log.info("triage worker stopped processed=%d", self.processed)
         return 1 if self.failure else 0
+
+    async def _until_stopped(self, idle_exit: float | None) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=0.2)
+            idle_s = time.monotonic() - self._last_activity
+            if idle_exit is not None and self.ready.is_set() and idle_s > idle_exit:
+                log.info("idle for %.1fs; stopping", idle_exit)
+                self._stopping.set()
+
+    async def _drain(self, stages: set[asyncio.Task[None]], shutdown_budget_s: float) -> None:
+        """Let the batches in flight finish (unless one failed), so the commit covers them."""
+        drained = asyncio.create_task(self._drained.wait())
+        done, _ = await asyncio.wait(
+            {drained, *stages}, timeout=shutdown_budget_s, return_when="FIRST_COMPLETED"
+        )
+        if not done:
+            log.warning(
+                "batches still in flight after %.0fs; they will be consumed again",
+                shutdown_budget_s,
+            )
+        drained.cancel()
+        await self._abandon(stages)
+        if self._txns is None:
+            # Faust skips a commit while another is in flight (it only waits for that
+            # one), so the commit on stop can miss the last batch. With nothing left to
+            # ack, a second commit after the first cannot be skipped.
+            for _ in range(2):
+                await self.app.consumer.commit()
 
     async def _abandon(self, stages: set[asyncio.Task[None]]) -> None:
         """Stop publishing and finishing; batches still in flight are never committed."""
@@ -420,23 +378,6 @@ class TriageWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _untaken(fetched: Fetched, next_offset: dict[TopicPartition, int]) -> Fetched:
-    """`fetched` less the messages below each partition's next offset to take, which then
-    moves past the rest (they are taken now)."""
-    start: dict[tuple[str, int], int] = {}
-    offsets: dict[TP, list[int]] = {}
-    for ftp, tp_offsets in fetched.offsets.items():
-        tp = TopicPartition(ftp.topic, ftp.partition)
-        start[ftp.topic, ftp.partition] = first = next_offset.get(tp, 0)
-        offsets[ftp] = kept = [o for o in tp_offsets if o >= first]
-        if kept:
-            next_offset[tp] = kept[-1] + 1
-    posts = [m for m in fetched.posts if m.offset >= start.get((m.topic, m.partition), 0)]
-    if len(posts) < len(fetched.posts):
-        log.info("skipped %d posts taken or committed before", len(fetched.posts) - len(posts))
-    return Fetched(posts, offsets)
 
 
 def _per_partition(

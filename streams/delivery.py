@@ -28,6 +28,7 @@ from importlib.metadata import version
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
@@ -200,3 +201,20 @@ async def _drain(app: faust.App, consumer: Any, fetcher: Any, handler: Handler) 
         if not app.should_stop:
             raise
         log.info("broker stopped the consumer while stopping")
+
+
+def untaken(fetched: Fetched, next_offset: dict[TopicPartition, int]) -> Fetched:
+    """`fetched` less the messages below each partition's next offset to take, which then
+    moves past the rest (they are taken now)."""
+    start: dict[tuple[str, int], int] = {}
+    offsets: dict[TP, list[int]] = {}
+    for ftp, tp_offsets in fetched.offsets.items():
+        tp = TopicPartition(ftp.topic, ftp.partition)
+        start[ftp.topic, ftp.partition] = first = next_offset.get(tp, 0)
+        offsets[ftp] = kept = [o for o in tp_offsets if o >= first]
+        if kept:
+            next_offset[tp] = kept[-1] + 1
+    posts = [m for m in fetched.posts if m.offset >= start.get((m.topic, m.partition), 0)]
+    if len(posts) < len(fetched.posts):
+        log.info("skipped %d posts taken or committed before", len(fetched.posts) - len(posts))
+    return Fetched(posts, offsets)

@@ -37,6 +37,7 @@ from classifiers import Classification
 from modpipe.core.errors import ClassifierError
 from modpipe.core.final_verdicts import Outcome
 from modpipe.core.metrics import Metrics
+from modpipe.core.outputs import review_then_verdict
 from modpipe.core.records import (
     Escalation,
     Incoming,
@@ -50,7 +51,8 @@ from modpipe.core.records import (
 )
 from modpipe.core.redis_client import connect_redis
 from modpipe.core.settings import Settings
-from streams.rules_book import PRECEDENCE, Rule, RuleBook, RulesInvalid, load_rules, now_utc
+from streams.rules_book import PRECEDENCE, RuleBook, RulesInvalid, load_rules, now_utc
+from streams.rules_file import Rule
 
 if TYPE_CHECKING:
     from streams.triage import BatchResult
@@ -186,22 +188,10 @@ class RulesStage:
         decided_at: str,
         wall: float,
     ) -> Outcome | None:
-        topics = self._settings.topics
-        policy = self._settings.policy.version
-        key = post.post_id.encode()
         if rule.action == "escalate":
-            escalation = Escalation(
-                post=post.wire(),
-                scores={},
-                model=MODEL,
-                policy_version=policy,
-                reason=f"rule:{rule.id}@{version}",
-            )
-            result.records.append(
-                Outgoing(topics.escalations, key, encode(escalation), msg.timestamp_s)
-            )
-            result.escalated += 1
+            self._escalate(result, msg, post, rule, version)
             return None
+        policy = self._settings.policy.version
         latency_s = max(0.0, wall - msg.timestamp_s)
         verdict = Verdict(
             post_id=post.post_id,
@@ -219,6 +209,7 @@ class RulesStage:
             rule_version=version,
         )
         detail = f"rule {rule.id} (rules version {version})"
+        item = None
         if rule.action == "review":
             item = ReviewItem(
                 post=post.wire(),
@@ -229,15 +220,31 @@ class RulesStage:
                 detail=detail,
                 proposed=verdict,
             )
-            result.records.append(Outgoing(topics.review, key, encode(item)))
             result.review += 1
             self._metrics.review.labels("rule").inc()
         value = encode(verdict)
-        result.records.append(Outgoing(topics.verdicts, key, value))
+        key = post.post_id.encode()
+        result.records += review_then_verdict(self._settings.topics, key, value, item)
         result.latencies_s.append(latency_s)
         result.verdicts += 1
         self._metrics.decisions.labels("rules", verdict.action).inc()
         return Outcome(value, "rule", detail) if rule.action == "review" else Outcome(value)
+
+    def _escalate(
+        self, result: BatchResult, msg: Incoming, post: Post, rule: Rule, version: str
+    ) -> None:
+        escalation = Escalation(
+            post=post.wire(),
+            scores={},
+            model=MODEL,
+            policy_version=self._settings.policy.version,
+            reason=f"rule:{rule.id}@{version}",
+        )
+        key = post.post_id.encode()
+        result.records.append(
+            Outgoing(self._settings.topics.escalations, key, encode(escalation), msg.timestamp_s)
+        )
+        result.escalated += 1
 
     async def _rates(self, book: RuleBook, posts: list[Post]) -> list[list[int]]:
         """Rate-rule hits per post: the author's posts in the rule's sliding window."""

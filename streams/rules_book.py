@@ -15,7 +15,8 @@ caller keeps the rules it had. Compiled matchers are built once per file version
 - authors, known-content hashes: dictionary look-ups;
 - near-duplicates: MinHash LSH (datasketch) over character 5-grams of the folded text.
 
-Rate rules only carry their parameters here; the stage counts them on Redis.
+Rate rules only carry their parameters here; the stage counts them on Redis. The file's
+schema is `streams.rules_file`.
 """
 
 from __future__ import annotations
@@ -26,20 +27,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import ahocorasick
 import re2
 import yaml
 from datasketch import MinHash, MinHashLSH
 from publicsuffixlist import PublicSuffixList
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from modpipe.core.errors import ModpipeError
 from modpipe.core.text import fold_for_rules, fold_homoglyphs, fold_leetspeak, normalize
-
-RuleAction = Literal["block", "allow", "review", "escalate", "score"]
-MatchKind = Literal["terms", "regex", "domains", "authors", "known", "near_duplicates", "rate"]
+from streams.rules_file import NearDuplicates, Rule, RuleFile
 
 # Which rule decides when several match a post: the most severe. `score` never decides.
 PRECEDENCE: dict[str, int] = {"block": 4, "review": 3, "escalate": 2, "allow": 1}
@@ -55,114 +54,6 @@ _URL_HOSTS = re2.compile(
 
 class RulesInvalid(ModpipeError):
     """A rule file that cannot be read, validated or compiled; the old rules stay."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NearDuplicates(_Strict):
-    texts: list[str] = Field(min_length=1)
-    threshold: float = Field(0.7, gt=0, le=1)
-
-
-class Rate(_Strict):
-    posts: int = Field(ge=1)
-    per_s: float = Field(gt=0, le=86400)
-
-
-class Match(_Strict):
-    """One kind of match per rule; list files are relative to the rule file."""
-
-    terms: list[str] | None = None
-    terms_file: Path | None = None
-    regex: list[str] | None = None
-    domains: list[str] | None = None
-    authors: list[str] | None = None
-    hashes: list[str] | None = None
-    hashes_file: Path | None = None
-    texts: list[str] | None = None
-    near_duplicates: NearDuplicates | None = None
-    rate: Rate | None = None
-
-    @field_validator("regex", "terms", "domains", "authors", "texts", "hashes", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @property
-    def kind(self) -> MatchKind:
-        """The single kind of this match (validated)."""
-        return _kinds(self)[0]
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Match:
-        kinds = _kinds(self)
-        if len(kinds) != 1:
-            raise ValueError(f"a rule matches one kind, got {kinds or 'none'}")
-        return self
-
-
-def _kinds(m: Match) -> list[MatchKind]:
-    kinds: list[MatchKind] = []
-    if m.terms is not None or m.terms_file is not None:
-        kinds.append("terms")
-    if m.regex is not None:
-        kinds.append("regex")
-    if m.domains is not None:
-        kinds.append("domains")
-    if m.authors is not None:
-        kinds.append("authors")
-    if m.hashes is not None or m.hashes_file is not None or m.texts is not None:
-        kinds.append("known")
-    if m.near_duplicates is not None:
-        kinds.append("near_duplicates")
-    if m.rate is not None:
-        kinds.append("rate")
-    return kinds
-
-
-class Rule(_Strict):
-    """One rule: what it matches, what it does, and until when."""
-
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-    action: RuleAction
-    category: str | None = None
-    match: Match
-    score: float = Field(0.5, ge=0, le=1)  # action `score`: added to the category's score
-    expires: datetime | None = None
-    note: str = ""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Rule:
-        if self.action in ("block", "score") and self.category is None:
-            raise ValueError(f"rule {self.id}: action {self.action} needs a category")
-        if self.match.kind == "rate" and self.action not in ("review", "escalate", "block"):
-            raise ValueError(f"rule {self.id}: a rate rule reviews, escalates or blocks")
-        return self
-
-    def active(self, now: datetime) -> bool:
-        """False once the rule has expired."""
-        if self.expires is None:
-            return True
-        expires = self.expires if self.expires.tzinfo else self.expires.replace(tzinfo=UTC)
-        return now < expires
-
-
-class RuleFile(_Strict):
-    """The whole file: a version every verdict names, and the rules."""
-
-    version: str = Field(min_length=1, max_length=128)
-    rules: list[Rule] = []
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> RuleFile:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.id in seen:
-                raise ValueError(f"rule id {rule.id} appears twice")
-            seen.add(rule.id)
-        return self
 
 
 @dataclass(slots=True)
@@ -336,18 +227,7 @@ def _compile_one(book: RuleBook, i: int, rule: Rule, base: Path) -> None:
             rules = present[1] if present else []
             book.terms.add_word(folded, (len(folded), [*rules, i]))
     elif kind == "regex":
-        if book.regexes is None:
-            options = re2.Options()
-            options.max_mem = REGEX_MAX_MEM
-            options.log_errors = False
-            book.regexes = re2.Set.SearchSet(options)
-        for pattern in m.regex or []:
-            options = re2.Options()
-            options.log_errors = False
-            re2.compile(pattern, options)  # a readable error for this one pattern
-            if book.regexes.Add(pattern) < 0:
-                raise ValueError(f"regex {pattern!r} refused by RE2")
-            book.regex_rules.append(i)
+        _add_regexes(book, i, m.regex or [])
     elif kind == "domains":
         for domain in m.domains or []:
             name = normalize(domain).strip(".")
@@ -366,28 +246,48 @@ def _compile_one(book: RuleBook, i: int, rule: Rule, base: Path) -> None:
         for digest in digests:
             book.hashes.setdefault(digest, []).append(i)
     elif kind == "near_duplicates":
-        near = m.near_duplicates
-        assert near is not None
-        if book._permutations is None:
-            book._permutations = MinHash(num_perm=NUM_PERM).permutations
-        # The index is built looser than the rule so LSH's banding misses few true
-        # near-duplicates; each candidate is then held to the rule's own threshold.
-        lsh = MinHashLSH(threshold=max(0.05, near.threshold - 0.2), num_perm=NUM_PERM)
-        known: dict[str, MinHash] = {}
-        sizes: list[int] = []
-        for n, text in enumerate(near.texts):
-            key = f"{i}:{n}"
-            grams = shingles(fold_for_rules(text))
-            sizes.append(len(grams))
-            sig = MinHash(num_perm=NUM_PERM, permutations=book._permutations, scheme="affine32")
-            sig.update_batch(grams)
-            lsh.insert(key, sig)
-            known[key] = sig
-            book.near_rules[key] = i
-        t = near.threshold
-        book.near.append(NearIndex(lsh, known, t, t * min(sizes), max(sizes) / t))
+        assert m.near_duplicates is not None
+        _add_near(book, i, m.near_duplicates)
     else:
         book.rate_rules.append(i)
+
+
+def _add_regexes(book: RuleBook, i: int, patterns: list[str]) -> None:
+    """Rule `i`'s patterns into the book's one RE2 set."""
+    if book.regexes is None:
+        options = re2.Options()
+        options.max_mem = REGEX_MAX_MEM
+        options.log_errors = False
+        book.regexes = re2.Set.SearchSet(options)
+    for pattern in patterns:
+        options = re2.Options()
+        options.log_errors = False
+        re2.compile(pattern, options)  # a readable error for this one pattern
+        if book.regexes.Add(pattern) < 0:
+            raise ValueError(f"regex {pattern!r} refused by RE2")
+        book.regex_rules.append(i)
+
+
+def _add_near(book: RuleBook, i: int, near: NearDuplicates) -> None:
+    """Rule `i`'s known texts as one LSH index of MinHash signatures."""
+    if book._permutations is None:
+        book._permutations = MinHash(num_perm=NUM_PERM).permutations
+    # The index is built looser than the rule so LSH's banding misses few true
+    # near-duplicates; each candidate is then held to the rule's own threshold.
+    lsh = MinHashLSH(threshold=max(0.05, near.threshold - 0.2), num_perm=NUM_PERM)
+    known: dict[str, MinHash] = {}
+    sizes: list[int] = []
+    for n, text in enumerate(near.texts):
+        key = f"{i}:{n}"
+        grams = shingles(fold_for_rules(text))
+        sizes.append(len(grams))
+        sig = MinHash(num_perm=NUM_PERM, permutations=book._permutations, scheme="affine32")
+        sig.update_batch(grams)
+        lsh.insert(key, sig)
+        known[key] = sig
+        book.near_rules[key] = i
+    t = near.threshold
+    book.near.append(NearIndex(lsh, known, t, t * min(sizes), max(sizes) / t))
 
 
 def _finish(book: RuleBook) -> None:

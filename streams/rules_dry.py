@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from modpipe.core.records import Post
-from streams.rules_book import PRECEDENCE, Rule, RuleBook, now_utc
+from streams.rules_book import PRECEDENCE, RuleBook, now_utc
+from streams.rules_file import Rule
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 
 from classifiers import Classification, Classifier
 from modpipe.core.cost import CostModel
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.errors import ClassifierError, InvalidRecord
 from modpipe.core.final_verdicts import FinalVerdicts, Outcome
 from modpipe.core.metrics import Metrics
+from modpipe.core.outputs import fallback_verdict, review_then_verdict
 from modpipe.core.records import (
     Action,
     Escalation,
@@ -34,10 +36,8 @@ from modpipe.core.records import (
     ReviewReason,
     Tier,
     Verdict,
-    dead_letter,
     encode,
     encode_verdict,
-    first_verdict_id,
     now_rfc3339,
     parse_post,
     wire_limits,
@@ -181,8 +181,7 @@ class Triage:
 
     def _republished(self, post: Post, first: Outcome) -> list[Outgoing]:
         """The records of a recorded outcome: its review item rebuilt, its verdict as it was."""
-        key = post.post_id.encode()
-        out = []
+        item = None
         if first.review_reason is not None:
             verdict = Verdict.model_validate(json.loads(first.verdict))
             item = ReviewItem(
@@ -194,9 +193,7 @@ class Triage:
                 detail=first.review_detail,
                 proposed=verdict if first.review_reason == "audit" else None,
             )
-            out.append(Outgoing(self._topics.review, key, encode(item)))
-        out.append(Outgoing(self._topics.verdicts, key, first.verdict))
-        return out
+        return review_then_verdict(self._topics, post.post_id.encode(), first.verdict, item)
 
     def _count(self, result: BatchResult) -> None:
         """The batch's metric updates, one per series."""
@@ -236,12 +233,13 @@ class Triage:
         result.tokens += c.tokens
         result.cost_usd += tier_cost
         key = post.post_id.encode()
-        if decision.route == "escalate":
+        if decision.route == "escalate" or c.escalate:
             escalation = Escalation(
                 post=post.wire(),
                 scores=c.scores,
                 model=self._classifier.model,
                 policy_version=self._settings.policy.version,
+                reason=c.escalate or "borderline",
                 cost_usd=tier_cost,
                 p_violation=c.p_violation,
             )
@@ -275,8 +273,8 @@ class Triage:
         if int.from_bytes(digest[24:32]) < self._audit_below:
             verdict = Verdict.model_validate_json(value)
             detail = "audit sample (hash of post_id)"
-            self._review(result, post, c.scores, "audit", detail, verdict)
-            result.records.append(Outgoing(self._topics.verdicts, key, value))
+            item = self._review(result, post, c.scores, "audit", detail, verdict)
+            result.records += review_then_verdict(self._topics, key, value, item)
             return Outcome(value, "audit", detail)
         result.records.append(Outgoing(self._topics.verdicts, key, value))
         return Outcome(value)
@@ -299,40 +297,24 @@ class Triage:
             )
             result.escalated += 1
             return None
-        # The review item first: a reviewer has the post before the platform is told.
-        self._review(result, post, {}, "classifier_failed", str(exc), None)
-        verdict = self._verdict(msg, post, "review", [], {}, 0.0, tier="fallback")
-        value = encode(verdict)
-        result.records.append(Outgoing(self._topics.verdicts, key, value))
-        result.latencies_s.append(verdict.latency_ms / 1000)
+        item = self._review(result, post, {}, "classifier_failed", str(exc), None)
+        latency_s = max(0.0, self._now - msg.timestamp_s)
+        value = encode(
+            fallback_verdict(
+                post_id=post.post_id,
+                scores={},
+                model=self._classifier.model,
+                policy_version=self._settings.policy.version,
+                latency_ms=round(latency_s * 1000, 3),
+                cost_usd=0.0,
+                decided_at=self._decided_at,
+            )
+        )
+        result.records += review_then_verdict(self._topics, key, value, item)
+        result.latencies_s.append(latency_s)
         result.verdicts += 1
         result.decided["fallback", "review"] = result.decided.get(("fallback", "review"), 0) + 1
         return Outcome(value, "classifier_failed", str(exc))
-
-    def _verdict(
-        self,
-        msg: Incoming,
-        post: Post,
-        action: Action,
-        categories: list[str],
-        scores: dict[str, float],
-        cost_usd: float,
-        tier: Tier = "small",
-    ) -> Verdict:
-        latency_s = max(0.0, self._now - msg.timestamp_s)
-        return Verdict(
-            post_id=post.post_id,
-            action=action,
-            categories=categories,
-            scores=scores,
-            tier=tier,
-            model=self._classifier.model,
-            policy_version=self._settings.policy.version,
-            latency_ms=round(latency_s * 1000, 3),
-            cost_usd=cost_usd,
-            decided_at=self._decided_at,
-            verdict_id=first_verdict_id(post.post_id),
-        )
 
     def _review(
         self,
@@ -342,7 +324,8 @@ class Triage:
         reason: ReviewReason,
         detail: str,
         proposed: Verdict | None,
-    ) -> None:
+    ) -> ReviewItem:
+        """The post's review item, counted (its records are `review_then_verdict`'s)."""
         item = ReviewItem(
             post=post.wire(),
             scores=scores,
@@ -352,9 +335,9 @@ class Triage:
             detail=detail,
             proposed=proposed,
         )
-        result.records.append(Outgoing(self._topics.review, post.post_id.encode(), encode(item)))
         result.review += 1
         self._metrics.review.labels(reason).inc()
+        return item
 
     def _check_sizes(self, result: BatchResult, start: int) -> None:
         # A post may grow when written again inside an escalation or review item; one

@@ -5,7 +5,7 @@ decided can be told apart by their verdicts). `outcome` is `decided` (exactly on
 verdict, from triage or, after an escalation, from the escalator) or `dlq:<reason>`
 (exactly one dead letter with that reason, carrying the exact bytes).
 
-Used by tests/integration/test_bad_input.py and bench/soak.py; `python -m
+Used by tests/integration/test_bad_input.py and bench/soak/; `python -m
 tests.bad_input_corpus` prints the README table.
 """
 
@@ -774,6 +774,34 @@ KINDS: list[Kind] = [
         "a text of 20,000 U+FDFA (18 characters each after NFKC)",
         "decided",
         value(lambda p: js(post(p, text="\ufdfa" * 20_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "compat-growing",
+        "cost",
+        "a text of 20,000 U+3300 (a squared katakana word: 12 bytes from 3 after NFKC)",
+        "decided",
+        value(lambda p: js(post(p, text="\u3300" * 20_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "cjk-one-compat",
+        "cost",
+        "20,000 CJK ideographs after one compatibility ideograph (NFKC's slow path for all)",
+        "decided",
+        value(lambda p: js(post(p, text="\ufa54" + "\u65e5" * 20_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "spacing-accents",
+        "cost",
+        "a text of 30,000 U+00B4 (a space and a combining mark each after NFKC)",
+        "decided",
+        value(lambda p: js(post(p, text="\u00b4" * 30_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "astral-marks",
+        "cost",
+        "a text of 15,000 combining marks above U+FFFF on one letter",
+        "decided",
+        value(lambda p: js(post(p, text="a" + "\U0001e8d1" * 15_000), ensure_ascii=False)),
     ),
 ]
 

@@ -186,7 +186,7 @@ def console_command(settings: Settings, config: Path | None) -> str:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     # The demo's malformed posts are on purpose and the report counts their dead letters
     # (each on the DLQ with its reason): a warning per dead letter would only bury it.
-    logging.getLogger("modpipe.core.records").setLevel(logging.ERROR)
+    logging.getLogger("modpipe.core.dead_letters").setLevel(logging.ERROR)
     code = asyncio.run(run_demo(settings, posts=args.posts, timeout_s=args.timeout))
     print(console_command(settings, args.config))
     return code

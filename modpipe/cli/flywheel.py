@@ -19,6 +19,7 @@ from modpipe.core.settings import Settings, config_path
 from modpipe.quality.datasets import Labelled, load_labelled
 from modpipe.quality.flywheel import FlywheelOptions, run_flywheel
 from modpipe.quality.label_oracle import label_oracle
+from modpipe.quality.promote import Heldout, check_lines, load_heldout
 
 COLUMNS = (
     ("round", "{:>5}"),
@@ -37,6 +38,7 @@ async def _replay(
     base: Path,
     data: Labelled,
     evalset: Labelled,
+    heldout: Heldout | None,
     opts: FlywheelOptions,
     quiet: bool,
 ) -> list[dict[str, Any]]:
@@ -52,18 +54,31 @@ async def _replay(
             )
         with progress_bars() as progress:
             return await run_flywheel(
-                base, data, evalset, server.url, opts, (lambda _: None) if quiet else _row, progress
+                base,
+                data,
+                evalset,
+                server.url,
+                opts,
+                (lambda _: None) if quiet else _row,
+                progress,
+                heldout,
             )
 
 
 def _row(result: dict[str, Any]) -> None:
     print(" ".join(fmt.format(result[name]) for name, fmt in COLUMNS), flush=True)
+    if result.get("gate"):  # the round's retrained model before the promotion gate
+        verdict = "promoted" if result["promoted"] else "refused (the active model stays)"
+        lines = [f"      {line}" for line in check_lines(result["gate"])]
+        print("\n".join([f"      candidate {verdict}", *lines]), flush=True)
 
 
 def cmd_flywheel(settings: Settings, args: argparse.Namespace) -> int:
     for chatty in ("httpx", "httpx2", "aiohttp.access", "openai"):  # a line per frontier call
         logging.getLogger(chatty).setLevel(logging.WARNING)
     data, evalset = load_labelled(args.data), load_labelled(args.eval)
+    # JSONL rows may carry the slices the gate judges (categories, lang, surface).
+    heldout = load_heldout(args.eval) if args.eval.suffix == ".jsonl" else None
     opts = FlywheelOptions(
         rounds=args.rounds,
         slice_size=args.slice,
@@ -73,12 +88,15 @@ def cmd_flywheel(settings: Settings, args: argparse.Namespace) -> int:
         prior=not args.no_prior,
     )
     rounds = asyncio.run(
-        _replay(settings, config_path(args.config), data, evalset, opts, args.json)
+        _replay(settings, config_path(args.config), data, evalset, heldout, opts, args.json)
     )
     if args.json:
         print(json.dumps({"rounds": rounds}))
     else:
-        print(f"models, datasets and rounds.json under {opts.out_dir}")
+        print(
+            f"models, datasets, candidates and rounds.json under {opts.out_dir}; "
+            f"the settings in force at the end: {opts.out_dir / 'active.yaml'}"
+        )
     return 0
 
 

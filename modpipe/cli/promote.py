@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from classifiers import build_classifier
 from modpipe.core.errors import ConfigError
-from modpipe.core.records import now_rfc3339
-from modpipe.core.settings import Settings, config_path, load_settings, packaged_config
-from modpipe.quality.bands import score
-from modpipe.quality.promote import Verdict, gate, load_heldout, write_active
-
-
-async def _scores(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
-    classifier = build_classifier(settings)
-    try:
-        return await score(classifier, texts)
-    finally:
-        await classifier.aclose()
+from modpipe.core.settings import Settings, config_path, packaged_config
+from modpipe.quality.promote import Verdict, check_lines, load_heldout, promote
 
 
 def run_promote(
@@ -34,7 +22,6 @@ def run_promote(
     dry_run: bool,
 ) -> tuple[Verdict, bool]:
     """The gate's verdict, and whether the candidate was written to `active`."""
-    candidate = load_settings(candidate_path)
     data = load_heldout(data_path)
     shadow: dict[str, Any] | None = None
     if shadow_path is not None:
@@ -42,21 +29,11 @@ def run_promote(
             shadow = json.loads(shadow_path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read shadow report {shadow_path}: {exc}") from None
-    prod_scores = asyncio.run(_scores(production, data.texts))
-    cand_scores = asyncio.run(_scores(candidate, data.texts))
-    verdict = gate(
-        production, candidate, data, prod_scores, cand_scores, shadow, production.promote
+    return asyncio.run(
+        promote(
+            production, candidate_path, data, shadow, active, source=str(data_path), dry_run=dry_run
+        )
     )
-    if not verdict.passed or dry_run:
-        return verdict, False
-    digest = hashlib.sha256(candidate_path.read_bytes()).hexdigest()[:16]
-    write_active(
-        candidate_path,
-        active,
-        f"promoted by `modpipe promote` at {now_rfc3339()} from {candidate_path} "
-        f"(sha256 {digest}) on {data_path}",
-    )
-    return verdict, True
 
 
 def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
@@ -69,8 +46,7 @@ def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"passed": verdict.passed, "written": written, "checks": verdict.checks}))
     else:
-        for c in verdict.checks:
-            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']:<16} {c['detail']}")
+        print("\n".join(check_lines(verdict.checks)))
         if written:
             print(f"promoted: {args.candidate} is now the active settings ({active})")
         elif verdict.passed:

@@ -7,12 +7,12 @@ import argparse
 import asyncio
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classifiers import build_classifier
 from escalation.prompt import system_prompt
 from modpipe.core.cost import estimate_tokens
 from modpipe.core.errors import ConfigError
@@ -26,11 +26,12 @@ from modpipe.quality.bands import (
     hybrid_vs_frontier,
     load_frontier,
     plot,
-    score,
+    scores_of,
     write_config,
 )
 from modpipe.quality.datasets import Labelled, load_labelled
 from modpipe.quality.public import LOADERS, load_public
+from modpipe.quality.recorded import join, load_recorded
 from modpipe.quality.training import train
 
 CHECK_KEYS = (
@@ -45,12 +46,21 @@ CHECK_KEYS = (
 )
 
 
-async def _scores(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
-    classifier = build_classifier(settings)
-    try:
-        return await score(classifier, texts)
-    finally:
-        await classifier.aclose()
+def _scored(
+    settings: Settings, data: Labelled, recorded: Path | None
+) -> tuple[Labelled, list[dict[str, float]]]:
+    """`data` and its scores: the configured classifier's, or the tier's recorded
+    `p_violation` joined on post_id (only the posts that have one)."""
+    if recorded is None:
+        return data, asyncio.run(scores_of(settings, data.texts))
+    found = load_recorded(recorded)
+    joined, scores = join(data, found)
+    print(
+        f"recorded outputs: {len(joined)} of {len(data)} labelled posts joined "
+        f"({found.skipped} records without the small tier's p_violation skipped)",
+        file=sys.stderr,
+    )
+    return joined, scores
 
 
 def _top_score(scores: list[dict[str, float]]) -> np.ndarray:
@@ -58,10 +68,16 @@ def _top_score(scores: list[dict[str, float]]) -> np.ndarray:
 
 
 def run_eval(
-    settings: Settings, data: Labelled, png: Path, frontier: Path | None, as_json: bool
+    settings: Settings,
+    data: Labelled,
+    png: Path,
+    frontier: Path | None,
+    as_json: bool,
+    recorded: Path | None = None,
 ) -> int:
-    """Score `data` with the configured classifier and report quality at the bands."""
-    scores = asyncio.run(_scores(settings, data.texts))
+    """Score `data` with the configured classifier (or read the tier's recorded outputs)
+    and report quality at the bands."""
+    data, scores = _scored(settings, data, recorded)
     report = evaluate(data, scores, settings.routing)
     if frontier is not None:
         overhead = estimate_tokens(system_prompt(settings.policy)) + 10
@@ -101,9 +117,11 @@ def run_calibrate(
     target_escalation: float | None,
     max_auto_error: float | None,
     confidence: float,
+    recorded: Path | None = None,
 ) -> int:
-    """Choose bands on one half of `data`, write them as a config, report the other half."""
-    scores = asyncio.run(_scores(settings, data.texts))
+    """Choose bands on one half of `data` (scored, or the tier's recorded outputs), write
+    them as a config, report the other half."""
+    data, scores = _scored(settings, data, recorded)
     fit, check = calibration_split(len(data))
     table = band_table(_top_score(scores)[fit], np.array(data.labels)[fit])
     if target_escalation is not None:
@@ -164,7 +182,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
-    return run_eval(settings, _data(args), args.png, args.frontier, args.json)
+    return run_eval(settings, _data(args), args.png, args.frontier, args.json, args.recorded)
 
 
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -178,6 +196,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
         args.target_escalation,
         args.max_auto_error,
         args.confidence,
+        args.recorded,
     )
 
 
@@ -193,6 +212,15 @@ def data_args(p: argparse.ArgumentParser) -> None:
         help="a label value meaning violating (repeatable; default 1, true)",
     )
     p.add_argument("--group-col", help="report per-group quality (e.g. functionality)")
+
+
+def recorded_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recorded",
+        type=Path,
+        help="tier-1 verdicts and escalations (JSONL, with p_violation) to use instead of "
+        "scoring: joined with --data on post_id",
+    )
 
 
 def register(sub: Any) -> None:
@@ -217,6 +245,7 @@ def register(sub: Any) -> None:
     s.add_argument("--frontier", type=Path, help="recorded frontier verdicts (JSONL)")
     s.add_argument("--png", type=Path, default=Path("eval.png"))
     s.add_argument("--json", action="store_true")
+    recorded_arg(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("calibrate", help="choose bands from labelled data")
@@ -225,4 +254,5 @@ def register(sub: Any) -> None:
     s.add_argument("--max-auto-error", type=float)
     s.add_argument("--confidence", type=float, default=0.95)
     s.add_argument("--out", type=Path, required=True, help="settings file to write")
+    recorded_arg(s)
     s.set_defaults(func=cmd_calibrate)

@@ -1,5 +1,7 @@
-"""The compliance workers' Kafka clients: read_committed consumers that commit by hand,
-and a transactional producer where a worker's outputs and offsets must go together."""
+"""The compliance workers' Kafka clients and run loop: read_committed consumers that
+commit by hand, a transactional producer where a worker's outputs and offsets must go
+together, and `BatchWorker`, the loop the builder, the notice intake and the submitter
+share (start, read batches until stopped or idle, stop)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import ProducerFenced
 
+from modpipe.core.errors import StackError
 from modpipe.core.kafka import client_options, ensure_topics
 from modpipe.core.records import wire_limits
 from modpipe.core.settings import Settings
@@ -81,7 +85,12 @@ class Idle:
 
     def saw(self, count: int) -> None:
         if count:
-            self._since = time.monotonic()
+            self.reset()
+
+    def reset(self) -> None:
+        """Count from now (say, no partitions yet: a restart may wait a session timeout
+        for a crashed member's partitions, which is not idleness)."""
+        self._since = time.monotonic()
 
     @property
     def expired(self) -> bool:
@@ -97,3 +106,60 @@ async def sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
 def records_of(batches: Batches) -> Sequence[ConsumerRecord[bytes, bytes]]:
     """Every record of `batches`, partition by partition."""
     return [r for records in batches.values() for r in records]
+
+
+def stop_if_fenced(exc: BaseException) -> None:
+    """Raise StackError when another instance took over this worker's transactional id:
+    this one must stop, not retry."""
+    if isinstance(exc, ProducerFenced):
+        raise StackError("fenced by another instance with the same transactional id") from None
+
+
+class BatchWorker:
+    """A compliance worker: one topic in, batches handled until stopped or idle.
+
+    Subclasses build `_consumer` and `_producer` and handle each batch in `_handle`;
+    `run(idle_exit=...)` gives a bounded run (tests, backfills).
+    """
+
+    _consumer: AIOKafkaConsumer
+    _producer: AIOKafkaProducer
+
+    def __init__(self, settings: Settings, topic: str, max_records: int | None = None) -> None:
+        self.settings = settings
+        self._topic = topic
+        self._max_records = max_records
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, idle_exit: float | None = None) -> int:
+        """Work until stopped (or nothing read for `idle_exit` seconds); the exit code."""
+        await ensure_compliance_topics(self.settings)
+        await self._producer.start()
+        await self._consumer.start()
+        try:
+            self._consumer.subscribe([self._topic])
+            idle = Idle(idle_exit)
+            while not self._stopping.is_set() and not idle.expired:
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self._max_records
+                )
+                count = sum(len(r) for r in batches.values())
+                if batches:
+                    await self._handle(batches)
+                idle.saw(count)  # after the work: a long batch is not idleness
+                if not self._consumer.assignment():
+                    idle.reset()
+                await self._after(batches)
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+        return 0
+
+    async def _handle(self, batches: Batches) -> None:
+        raise NotImplementedError
+
+    async def _after(self, batches: Batches) -> None:
+        """Runs after every fetch, empty or not."""

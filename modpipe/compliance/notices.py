@@ -9,73 +9,50 @@ in one Kafka transaction. Input is read read_committed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError
 
 from modpipe.compliance.consuming import (
     Batches,
-    Idle,
+    BatchWorker,
     consumer,
-    ensure_compliance_topics,
     next_offsets,
     producer,
     sleep_or_stop,
+    stop_if_fenced,
 )
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.records import parse_notice
-from modpipe.core.errors import InvalidRecord, StackError
+from modpipe.core.dead_letters import dead_letter
+from modpipe.core.errors import InvalidRecord
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Incoming, Outgoing, ReviewItem, dead_letter, encode, wire_limits
+from modpipe.core.records import Incoming, Outgoing, ReviewItem, encode, wire_limits
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class NoticeIntake:
+class NoticeIntake(BatchWorker):
     """Notices in, posts or review items out; `run(idle_exit=...)` for bounded runs."""
 
     def __init__(self, settings: Settings, ledger: Ledger, metrics: Metrics) -> None:
-        self.settings = settings
+        super().__init__(settings, settings.topics.notices)
         self.ledger = ledger
         self.metrics = metrics
-        self._stopping = asyncio.Event()
         self._group = f"{settings.statements.group_id}-notices"
         self._consumer = consumer(settings, self._group)
         self._producer = producer(settings, f"{self._group}-intake")
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self, idle_exit: float | None = None) -> int:
-        """Route notices until stopped (or idle for `idle_exit` seconds); the exit code."""
-        await ensure_compliance_topics(self.settings)
-        await self._producer.start()
-        await self._consumer.start()
-        try:
-            self._consumer.subscribe([self.settings.topics.notices])
-            idle = Idle(idle_exit)
-            while not self._stopping.is_set() and not idle.expired:
-                batches = await self._consumer.getmany(timeout_ms=500)
-                count = sum(len(r) for r in batches.values())
-                while batches and not self._stopping.is_set():
-                    try:
-                        await self._once(batches)
-                        break
-                    except ProducerFenced:
-                        # Another instance took over this transactional id: this one must stop.
-                        raise StackError(
-                            "fenced by another instance with the same transactional id"
-                        ) from None
-                    except (LedgerUnavailable, KafkaError) as exc:
-                        log.warning("notice batch failed, retrying: %s", exc)
-                        await sleep_or_stop(self._stopping, 1.0)
-                idle.saw(count)  # after the work: a long batch is not idleness
-        finally:
-            await self._consumer.stop()
-            await self._producer.stop()
-        return 0
+    async def _handle(self, batches: Batches) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._once(batches)
+                return
+            except (LedgerUnavailable, KafkaError) as exc:
+                stop_if_fenced(exc)
+                log.warning("notice batch failed, retrying: %s", exc)
+                await sleep_or_stop(self._stopping, 1.0)
 
     async def _once(self, batches: Batches) -> None:
         s = self.settings

@@ -19,7 +19,6 @@ Our own rate limit (`statements.requests_per_s`) stays under the API's 200/s and
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -30,9 +29,8 @@ from aiokafka.errors import KafkaError
 
 from modpipe.compliance.consuming import (
     Batches,
-    Idle,
+    BatchWorker,
     consumer,
-    ensure_compliance_topics,
     next_offsets,
     producer,
     sleep_or_stop,
@@ -47,11 +45,12 @@ from modpipe.compliance.database import (
 )
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.rules import problems
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.decoding import load_object
 from modpipe.core.errors import AccessError, InvalidRecord
 from modpipe.core.kafka import publish
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import Incoming, Outgoing, dead_letter
+from modpipe.core.records import Incoming, Outgoing
 from modpipe.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,49 +58,25 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 
-class Submitter:
+class Submitter(BatchWorker):
     """Statements in, the database's 201s out; `run(idle_exit=...)` for a bounded run."""
 
     def __init__(
         self, settings: Settings, database: TransparencyDatabase, ledger: Ledger, metrics: Metrics
     ) -> None:
-        self.settings = settings
+        batch_max = settings.statements.batch_max
+        super().__init__(settings, settings.topics.statements, max_records=batch_max)
         self.db = database
         self.ledger = ledger
         self.metrics = metrics
-        self._stopping = asyncio.Event()
-        self._consumer = consumer(
-            settings, settings.statements.submit_group_id, settings.statements.batch_max
-        )
+        self._consumer = consumer(settings, settings.statements.submit_group_id, batch_max)
         self._producer = producer(settings)  # dead letters only
         self._gauged = 0.0
 
-    def stop(self) -> None:
-        self._stopping.set()
+    async def _after(self, batches: Batches) -> None:
+        await self._gauges(batches)
 
-    async def run(self, idle_exit: float | None = None) -> int:
-        """Submit until stopped (or nothing pending for `idle_exit` s); the exit code."""
-        await ensure_compliance_topics(self.settings)
-        await self._producer.start()
-        await self._consumer.start()
-        try:
-            self._consumer.subscribe([self.settings.topics.statements])
-            idle = Idle(idle_exit)
-            while not self._stopping.is_set() and not idle.expired:
-                batches = await self._consumer.getmany(
-                    timeout_ms=500, max_records=self.settings.statements.batch_max
-                )
-                count = sum(len(r) for r in batches.values())
-                if batches:
-                    await self._batch(batches)
-                idle.saw(count)  # after the work: a long batch is not idleness
-                await self._gauges(batches)
-        finally:
-            await self._consumer.stop()
-            await self._producer.stop()
-        return 0
-
-    async def _batch(self, batches: Batches) -> None:
+    async def _handle(self, batches: Batches) -> None:
         oldest = min(r.timestamp for rs in batches.values() for r in rs) / 1000
         self.metrics.statements_oldest_pending.set(max(0.0, time.time() - oldest))
         while not self._stopping.is_set():

@@ -2,7 +2,8 @@
 
 One way to publish what a worker owes (`publish`: send everything, wait for every
 acknowledgement, retry the failed ones until a deadline), one way to open a client
-(`client_options`), topic creation and the consumer-lag probe. Opening a client through
+(`client_options`), topic creation (a topic's record scan and consumer lag:
+modpipe/core/probes.py). Opening a client through
 `client_options` also makes aiokafka deliver records whose header names are not UTF-8
 (`kafka_compat`), for every consumer in the process.
 """
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -33,16 +34,19 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client import Gauge
 
 from modpipe.core import kafka_compat
 from modpipe.core.errors import AccessError, StackError
 from modpipe.core.records import Outgoing, wire_limits
+from modpipe.core.resilience import Backoff, retrying
 from modpipe.core.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
+
+# Between publish attempts: 0.2 s, doubling, at most 5 s (no jitter: one producer's own
+# records, not a crowd of clients).
+PUBLISH_BACKOFF = Backoff(base_s=0.2, cap_s=5.0, jitter=False)
 
 Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 """Hands one record to a producer and returns the future of its acknowledgement."""
@@ -176,7 +180,7 @@ async def access(kafka: KafkaSettings) -> AsyncIterator[None]:
         raise AccessError(describe_failure(kafka, exc)) from None
 
 
-def _admin(kafka: KafkaSettings, **extra: Any) -> AIOKafkaAdminClient:
+def admin_client(kafka: KafkaSettings, **extra: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_options(kafka), **extra)
 
 
@@ -198,22 +202,28 @@ async def publish(send: Send, records: Sequence[Outgoing], deadline_s: float) ->
     enough to ride out a broker restart); then KafkaError is raised and the caller must
     not commit the offsets these records answer for.
     """
-    deadline = time.monotonic() + deadline_s
     pending = list(records)
-    delay = 0.2
-    while pending:
+
+    async def send_pending() -> None:
+        nonlocal pending
         futures = [await _handed(send, r) for r in pending]
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [r for r, res in zip(pending, results, strict=True) if isinstance(res, Exception)]
-        if not failed:
-            return
-        errors = sorted({type(res).__name__ for res in results if isinstance(res, Exception)})
-        if time.monotonic() + delay > deadline:
+        if failed:
+            errors = sorted({type(res).__name__ for res in results if isinstance(res, Exception)})
+            pending = failed
             raise KafkaError(f"could not publish {len(failed)} records: {errors}")
-        log.warning("publish failed for %d records (%s); retrying", len(failed), errors)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-        pending = failed
+
+    def retrying_log(exc: BaseException, retries: int, delay: float) -> None:
+        log.warning("%s; retrying", exc)
+
+    await retrying(
+        send_pending,
+        PUBLISH_BACKOFF,
+        KafkaError,
+        deadline=time.monotonic() + deadline_s,
+        on_retry=retrying_log,
+    )
 
 
 async def kafka_ready(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
@@ -224,7 +234,7 @@ async def kafka_ready(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
     while time.monotonic() < deadline:
-        admin = _admin(kafka, request_timeout_ms=3000)
+        admin = admin_client(kafka, request_timeout_ms=3000)
         try:
             await probe(kafka, timeout_s=3.0)
             await admin.start()
@@ -271,7 +281,7 @@ async def ensure_topics(
     already exists keeps its own.
     """
     configs = configs or {}
-    admin = _admin(kafka)
+    admin = admin_client(kafka)
     async with access(kafka):
         await probe(kafka)
         await admin.start()
@@ -347,93 +357,12 @@ async def ensure_pipeline_topics(settings: Settings) -> None:
     await ensure_topics(settings.kafka, names, settings.kafka.partitions, configs)
 
 
-async def holds(kafka: KafkaSettings, topic: str, key: bytes, needle: bytes, since_ms: int) -> bool:
-    """Whether `topic` holds a committed record keyed `key` whose value contains `needle`,
-    written at or after `since_ms`: a scan of the one partition the default partitioner
-    gives `key`, from that time to its end. For rare checks (a decision whose publication
-    is in doubt after a crash), not for a hot path."""
-    partitions = sorted(tp.partition for tp in await topic_partitions(kafka, [topic]))
-    tp = TopicPartition(topic, DefaultPartitioner()(key, partitions, partitions))
-    consumer = AIOKafkaConsumer(**consumer_options(kafka, None))
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        start = (await consumer.offsets_for_times({tp: since_ms}))[tp]
-        if start is None:
-            return False  # nothing written since
-        end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, start.offset)
-        while await consumer.position(tp) < end:
-            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                if record.key == key and record.value is not None and needle in record.value:
-                    return True
-        return False
-    finally:
-        await consumer.stop()
-
-
 async def topic_partitions(kafka: KafkaSettings, names: Iterable[str]) -> list[TopicPartition]:
     """Every partition of the topics in `names`."""
-    admin = _admin(kafka)
+    admin = admin_client(kafka)
     await admin.start()
     try:
         described = await admin.describe_topics(list(names))
     finally:
         await admin.close()
     return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-
-
-class LagProbe:
-    """An admin client and a consumer kept open to read a group's lag repeatedly."""
-
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self._admin = _admin(kafka)
-        self._consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None)
-
-    async def __aenter__(self) -> LagProbe:
-        await self._admin.start()
-        await self._consumer.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-        await self._admin.close()
-
-    async def lag(self, group: str, topic: str) -> dict[int, int]:
-        """Per partition of `topic`: messages between `group`'s committed offset and the end."""
-        described = await self._admin.describe_topics([topic])
-        partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
-        committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
-        ends = await self._consumer.end_offsets(partitions)
-        lag = {}
-        for tp in partitions:
-            meta = committed.get(tp)
-            position = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag[tp.partition] = max(0, ends[tp] - position)
-        return lag
-
-
-async def consumer_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
-    """Per partition of `topic`: messages between `group`'s committed offset and the end."""
-    async with LagProbe(kafka) as probe:
-        return await probe.lag(group, topic)
-
-
-async def report_lag(
-    kafka: KafkaSettings, group: str, topic: str, gauge: Gauge, interval_s: float = 10.0
-) -> None:
-    """Set `gauge{group, topic, partition}` every `interval_s` until cancelled.
-
-    Never dies of an error: a frozen gauge would silence the lag alert. A failing probe
-    is closed and opened again at the next interval.
-    """
-    while True:
-        try:
-            async with LagProbe(kafka) as probe:
-                while True:
-                    for partition, lag in (await probe.lag(group, topic)).items():
-                        gauge.labels(group, topic, str(partition)).set(lag)
-                    await asyncio.sleep(interval_s)
-        except Exception as exc:  # any failure: log, reopen, go on
-            log.warning("consumer lag unavailable group=%s: %r", group, exc)
-        await asyncio.sleep(interval_s)

@@ -16,10 +16,16 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]+")
 _MAX_NONSTARTERS = 8  # UAX #15 says 30; no real text stacks 8 marks on a letter
-_MAX_EXPANSION = 4
+_MAX_EXPANSION = 4  # characters of compatibility form
+_MAX_GROWTH = 3  # times a character's own UTF-8 size: NFKC's cost follows what it makes
 _CUT_RUN = "\\1\u034f"  # the combining grapheme joiner, a starter: UAX #15's cut
+# CPython recomposes each character from here up after a linear search of its composition
+# table (~0.2 µs): legacy squared words (U+3310, ギガ) make four of them from 3 bytes.
+_COMPOSES_SLOWLY = "\u3000"
+_ASTRAL = "\U00010000-\U0010ffff"
+_ASTRAL_RUN = re.compile(f"[{_ASTRAL}]+")
 
 # Digits and symbols that stand in for letters. Applied after `normalize`, on lower case.
 # Punctuation that ends words (!, |, +) is left alone: folding it would break word boundaries.
@@ -55,36 +61,103 @@ _HOMOGLYPHS = str.maketrans(
 
 
 class _Tables(NamedTuple):
+    maybe_run: re.Pattern[str]  # cheap superset of long runs: BMP marks, astral up to the last mark
+    astral_marks_span: re.Pattern[str]  # a character from U+10000 to the last astral mark
     long_run: re.Pattern[str]  # more than _MAX_NONSTARTERS characters that reorder
-    expanding: re.Pattern[str]  # characters whose NFKC is over _MAX_EXPANSION long
-    keep: dict[int, int]  # each of those to a private-use code point of its own
+    changes: re.Pattern[str]  # BMP characters NFKC changes or we keep; any astral one
+    to_nfkc: list[int | str]  # by BMP code point: its NFKC, or the private-use one we keep
+    expanding: re.Pattern[str]  # astral characters we keep (long or slow NFKC)
+    keep: dict[int, int]  # each kept character to a private-use code point of its own
+    fold_bmp: list[int | None]  # by BMP code point: marks dropped, look-alikes mapped
+    astral_marks: dict[int, None]  # the few combining marks above U+FFFF, dropped
 
 
 @functools.cache
 def _tables() -> _Tables:
-    """Built on first use (one pass over the code points, ~0.1 s), never at import."""
+    """Built on first use, never at import: one pass over the code points (~1.3 s of CPU
+    on the 2-core dev machine), ~6 MB, most of it the two BMP translate tables."""
     marks: list[int] = []
+    combining: list[int] = []
     expanding: list[int] = []
+    slow: list[int] = []
+    compat: dict[int, str] = {}
     for cp in range(0x110000):
         if 0xD800 <= cp <= 0xDFFF:
             continue
         char = chr(cp)
         if unicodedata.combining(char):
             marks.append(cp)
+            combining.append(cp)
         elif unicodedata.decomposition(char):
             nfkd = unicodedata.normalize("NFKD", char)
             if unicodedata.combining(nfkd[0]):
                 marks.append(cp)
-            if len(unicodedata.normalize("NFKC", char)) > _MAX_EXPANSION:
+            nfkc = unicodedata.normalize("NFKC", char)
+            if len(nfkc) > _MAX_EXPANSION:
                 expanding.append(cp)
+            elif (
+                len(nfkc.encode()) >= _MAX_GROWTH * len(char.encode())
+                or (nfkc != char and sum(c >= _COMPOSES_SLOWLY for c in nfkd) > 1)
+                or (len(nfkd) > 1 and all(unicodedata.combining(c) for c in nfkd))
+            ):
+                slow.append(cp)
+            elif nfkc != char and cp < 0x10000:
+                compat[cp] = nfkc
     # Two classes, below and above U+FFFF: the regex engine makes a bitmap of the first
-    # (one lookup per character) where one class of both would be a list of ranges.
-    run = "(?:" + _char_class(marks, 0, 0xFFFF) + "|" + _char_class(marks, 0x10000) + ")"
+    # (one lookup per character) where one class of both would be a list of ranges,
+    # tried at every position (about 50 µs per KB of any non-ASCII text). So the exact
+    # patterns run only inside spans that the cheap superset (BMP marks, any astral
+    # character: a bitmap and one range) finds long enough.
+    # Private-use code points by rule, so that a new rule never renumbers an older one's
+    # (their numbers are in cached verdicts' keys).
+    keep = {cp: 0xF0000 + i for i, cp in enumerate(expanding)}
+    keep |= {cp: 0xF1000 + i for i, cp in enumerate(slow)}
+    marks = [cp for cp in marks if cp not in keep]  # kept, they are starters
+    bmp = _char_class(marks, 0, 0xFFFF)
+    run = "(?:" + bmp + "|" + _char_class(marks, 0x10000) + ")"
+    identity = list(range(0x10000))
+    # Astral marks end before the emoji (U+1E94A in Unicode 14): emoji, flags and the
+    # planes above never enter the slow exact pattern.
+    astral = f"\U00010000-{re.escape(chr(max(*marks, *combining)))}"
     return _Tables(
+        maybe_run=re.compile(f"[{bmp[1:-1]}{astral}]{{{_MAX_NONSTARTERS + 1},}}"),
+        astral_marks_span=re.compile(f"[{astral}]"),
         long_run=re.compile(f"({run}{{{_MAX_NONSTARTERS}}})(?={run})"),
-        expanding=re.compile(_char_class(expanding)),
-        keep={cp: 0xF0000 + i for i, cp in enumerate(expanding)},
+        changes=re.compile(f"[{_char_class(sorted([*compat, *keep]), 0, 0xFFFF)[1:-1]}{_ASTRAL}]"),
+        to_nfkc=_nfkc_table(compat, keep, identity),
+        expanding=re.compile(_char_class([*expanding, *slow], 0x10000)),
+        keep=keep,
+        fold_bmp=_fold_table(combining, identity),
+        astral_marks=dict.fromkeys(cp for cp in combining if cp > 0xFFFF),
     )
+
+
+def _nfkc_table(
+    compat: dict[int, str], keep: dict[int, int], identity: list[int]
+) -> list[int | str]:
+    """Each BMP character's NFKC, done by one translate before NFKC itself: NFKC of the
+    result is the same (every form is its own NFKD's), and mostly its fast path, where a
+    single compatibility character would send the whole text down CPython's slow one
+    (about 0.2 µs a character from U+3000 up). Kept characters go to their private use."""
+    table: list[int | str] = list(identity)  # the same int objects: half the memory
+    for cp, nfkc in compat.items():
+        table[cp] = nfkc
+    for cp, private in keep.items():
+        if cp < 0x10000:
+            table[cp] = private
+    return table
+
+
+def _fold_table(combining: list[int], identity: list[int]) -> list[int | None]:
+    """A list, not a dict: str.translate indexes it (no hashing), and a character missing
+    from a dict costs a raised and caught LookupError. ~2 MB, built once."""
+    table: list[int | None] = list(identity)
+    for cp in combining:
+        if cp < 0x10000:
+            table[cp] = None
+    for cp, to in _HOMOGLYPHS.items():
+        table[cp] = to
+    return table
 
 
 def _char_class(cps: list[int], low: int = 0, high: int = 0x10FFFF) -> str:
@@ -107,24 +180,41 @@ def normalize(text: str) -> str:
     - Unicode's canonical reordering sorts each run of combining marks, quadratic in the
       run's length, so runs are first cut every 8 marks by U+034F (the Stream-Safe Text
       Format of UAX #15);
-    - the few characters whose compatibility form is long (U+FDFA is 18 characters) stay
-      themselves, as private-use characters of their own, so no text grows many-fold.
+    - the few characters whose compatibility form is long (U+FDFA is 18 characters), at
+      least 3 times their UTF-8 size (U+3300, a squared katakana word), or several
+      characters from U+3000 up (U+3310), or marks only (U+0F73), stay themselves, as
+      private-use characters of their own, so no text grows many-fold or recomposes slowly;
+    - every other compatibility character is replaced by its NFKC first (one translate
+      over a list), so that a single one does not send the whole text down CPython's slow
+      NFKC path; the result is the same (tests/unit/core/test_text.py checks it).
     """
     if text.isascii():  # NFKC leaves ASCII alone, and it has no zero-width characters
         return " ".join(text.lower().split())  # str.split splits on exactly what `\s` matches
     tables = _tables()
-    text = tables.long_run.sub(_CUT_RUN, text)
-    if tables.expanding.search(text):
-        text = text.translate(tables.keep)
-    folded = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).casefold()
+    text = tables.maybe_run.sub(functools.partial(_cut_runs, tables), text)
+    if tables.changes.search(text):
+        text = text.translate(tables.to_nfkc)
+        if _ASTRAL_RUN.search(text) and tables.expanding.search(text):
+            text = text.translate(tables.keep)
+    folded = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).casefold()
     return " ".join(folded.split())
+
+
+def _cut_runs(tables: _Tables, span: re.Match[str]) -> str:
+    run = span[0]
+    if _ASTRAL_RUN.search(run):  # astral characters, marks or not: the exact pattern
+        return tables.long_run.sub(_CUT_RUN, run)
+    # Only BMP marks: one run, cut every _MAX_NONSTARTERS (a regex match each would cost
+    # ~1 µs, 50 µs per KB of marks).
+    step = _MAX_NONSTARTERS
+    return "\u034f".join([run[i : i + step] for i in range(0, len(run), step)])
 
 
 def fold_leetspeak(text: str) -> str:
     """`normalize`d text with the digits and symbols that stand in for letters replaced."""
-    if text.isascii():
-        return text.encode().translate(_LEET_BYTES).decode()
-    return text.translate(_LEET)
+    # Every character it maps is ASCII, and UTF-8 never puts an ASCII byte inside a
+    # longer character: one bytes.translate whatever the text.
+    return text.encode().translate(_LEET_BYTES).decode()
 
 
 def fold_homoglyphs(text: str) -> str:
@@ -132,10 +222,11 @@ def fold_homoglyphs(text: str) -> str:
     mapped onto Latin ones."""
     if text.isascii():
         return text
-    stripped = "".join(
-        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
-    )
-    return stripped.translate(_HOMOGLYPHS)
+    tables = _tables()
+    text = unicodedata.normalize("NFKD", text).translate(tables.fold_bmp)
+    if tables.astral_marks_span.search(text):  # astral marks: rare, a dictionary is enough
+        text = text.translate(tables.astral_marks)
+    return text
 
 
 def fold_for_rules(text: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -27,6 +27,8 @@ from modpipe.core.kafka import client_options, describe_failure, probe
 from modpipe.core.records import wire_limits
 from modpipe.core.settings import Settings
 from modpipe.doctor import Finding, fail, ok, warn
+
+_Struct = TypeVar("_Struct", bound=RequestStruct)
 
 # Kafka's AclOperation codes; authorized operations are a bit field of 1 << code.
 OPERATIONS = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8}
@@ -86,14 +88,23 @@ class _MetadataRequestV8(RequestStruct):
     )
 
 
-class _AuthorizedMetadata(Request[_MetadataRequestV8]):
+class _Fixed(Request[_Struct]):
+    """A request sent in the one version whose struct it names, built from fixed fields
+    (aiokafka's Request picks a version; the doctor needs the authorized operations)."""
+
+    API_KEY = -1  # each subclass names its own
+
+    def __init__(self, *fields: Any) -> None:
+        self._fields = fields
+
+    def build(self, request_struct_class: type[_Struct]) -> _Struct:
+        return request_struct_class(*self._fields)
+
+
+class _AuthorizedMetadata(_Fixed[_MetadataRequestV8]):
+    """Topics (names, no auto-creation, no cluster operations, their operations)."""
+
     API_KEY = 3
-
-    def __init__(self, topics: list[str]) -> None:
-        self._topics = topics
-
-    def build(self, request_struct_class: type[_MetadataRequestV8]) -> _MetadataRequestV8:
-        return request_struct_class(self._topics, False, False, True)
 
 
 class _DescribeGroupsResponseV3(Response):
@@ -132,16 +143,10 @@ class _DescribeGroupsRequestV3(RequestStruct):
     SCHEMA = Schema(("groups", Array(String("utf-8"))), ("include_authorized_operations", Boolean))
 
 
-class _AuthorizedGroups(Request[_DescribeGroupsRequestV3]):
+class _AuthorizedGroups(_Fixed[_DescribeGroupsRequestV3]):
+    """Groups (names, their authorized operations)."""
+
     API_KEY = 15
-
-    def __init__(self, groups: list[str]) -> None:
-        self._groups = groups
-
-    def build(
-        self, request_struct_class: type[_DescribeGroupsRequestV3]
-    ) -> _DescribeGroupsRequestV3:
-        return request_struct_class(self._groups, True)
 
 
 def topic_needs(settings: Settings) -> dict[str, int | None]:
@@ -214,7 +219,7 @@ async def _topic_operations(
     admin: AIOKafkaAdminClient, names: list[str]
 ) -> dict[str, tuple[int, int]]:
     """Topic -> (error code, authorized operations bit field)."""
-    response: Any = await admin._send_request(_AuthorizedMetadata(names))
+    response: Any = await admin._send_request(_AuthorizedMetadata(names, False, False, True))
     return {t[1]: (t[0], t[-1]) for t in response.topics}
 
 
@@ -228,7 +233,7 @@ async def _group_operations(admin: AIOKafkaAdminClient, groups: Iterable[str]) -
         while time.monotonic() < deadline:
             try:
                 node = await admin.find_coordinator(group)
-                response: Any = await admin._send_request(_AuthorizedGroups([group]), node)
+                response: Any = await admin._send_request(_AuthorizedGroups([group], True), node)
             except GroupAuthorizationFailedError:  # no DESCRIBE (hence no READ) on it
                 found[group] = 0
                 break

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from classifiers import Classifier
+from classifiers import Classifier, build_classifier
 from modpipe.core.cost import CostModel, estimate_tokens
 from modpipe.core.errors import ConfigError
 from modpipe.core.settings import RoutingSettings, Settings
@@ -38,6 +38,15 @@ async def score(classifier: Classifier, texts: list[str]) -> list[dict[str, floa
                 raise item
             out.append(item.scores)
     return out
+
+
+async def scores_of(settings: Settings, texts: list[str]) -> list[dict[str, float]]:
+    """`score` with the classifier `settings` configure, closed after."""
+    classifier = build_classifier(settings)
+    try:
+        return await score(classifier, texts)
+    finally:
+        await classifier.aclose()
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,46 @@ def finetune(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_for_training(base, categories, opts)
     model.to(device).train()
+    steps, losses, tokens, seconds = _train(
+        torch, model, tokenizer, examples, opts, device, progress
+    )
+    merged = model.merge_and_unload()
+    merged.eval()
+    probe = [e.text for e in examples[:PROBE]]
+    probe_scores = _probabilities(torch, merged, tokenizer, probe, opts.max_length, device)
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    report = {
+        "base": str(base),
+        "examples": len(examples),
+        "steps": steps,
+        "first_loss": losses[0],
+        "last_loss": sum(losses[-5:]) / len(losses[-5:]),
+        "losses": [round(x, 5) for x in losses],
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1),
+        "device": device,
+        "categories": categories,
+        "probe_texts": probe,
+        "probe_scores": probe_scores,
+        "options": asdict(opts),
+    }
+    (out / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "modpipe.yaml").write_text(serving_settings(out, opts.max_length))
+    return report
+
+
+def _train(
+    torch: Any,
+    model: Any,
+    tokenizer: Any,
+    examples: list[Example],
+    opts: FinetuneOptions,
+    device: str,
+    progress: Progress,
+) -> tuple[int, list[float], int, float]:
+    """AdamW over reshuffled batches with a linear decay: (steps, losses, tokens, seconds)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.learning_rate)
     steps = max(1, math.ceil(len(examples) * opts.epochs / opts.batch_size))
@@ -188,32 +228,7 @@ def finetune(
         tokens += int(enc["attention_mask"].sum())
         if step % 50 == 0:
             log.info("step %d/%d loss %.4f", step + 1, steps, losses[-1])
-    seconds = time.perf_counter() - started
-    merged = model.merge_and_unload()
-    merged.eval()
-    probe = [e.text for e in examples[:PROBE]]
-    probe_scores = _probabilities(torch, merged, tokenizer, probe, opts.max_length, device)
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    report = {
-        "base": str(base),
-        "examples": len(examples),
-        "steps": steps,
-        "first_loss": losses[0],
-        "last_loss": sum(losses[-5:]) / len(losses[-5:]),
-        "losses": [round(x, 5) for x in losses],
-        "tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1),
-        "device": device,
-        "categories": categories,
-        "probe_texts": probe,
-        "probe_scores": probe_scores,
-        "options": asdict(opts),
-    }
-    (out / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "modpipe.yaml").write_text(serving_settings(out, opts.max_length))
-    return report
+    return steps, losses, tokens, time.perf_counter() - started
 
 
 def served_labels(model_dir: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """`modpipe flywheel`: the learning loop replayed on any labelled JSONL (`text`, `label`).
 
 The data is a stream cut into slices. Each round runs the real pipeline (the triage and
-escalation workers, in this process, on real Kafka and Redis, with topics of its own)
+escalation workers, in this process, on real Kafka and Redis, with topics of its own:
+`modpipe.quality.replay`)
 on the next slice, with a frontier endpoint that answers from the labels; reviewers
 label the audit sample (the loop publishes their `Label`s from the labels, as the review
 console would). Then it builds the dataset from Kafka as `modpipe dataset build` does,
@@ -13,11 +14,18 @@ Calibration uses only what the loop itself labelled and never trained on: the te
 stream with known rates (every escalated post, times the test share; every auto-decided
 post, times the audit rate times the test share), so weighting each by the inverse of its
 rate makes them an unbiased sample of the stream, whatever model picked them.
+
+A retrained model and its bands are a candidate settings file (`round-N/candidate.yaml`),
+never put in force directly: the promotion gate (`modpipe.quality.promote.promote`, the
+code behind `modpipe promote`) judges it against the active settings (`active.yaml`, at
+first a copy of the base settings) on the evaluation set and writes it as active only if
+it passes. The next round runs on whatever is active. A replay has no production beside
+it to shadow, so the gate's shadow check is off here (`promote.min_shadow_posts: 0`); the
+escalation check holds the candidate to `escalation_rate`, the rate the bands aim for.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -28,37 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka.errors import KafkaError
+import yaml
 
-from classifiers import build_classifier
-from escalation.frontier import build_frontier
-from escalation.worker import EscalationWorker
-from modpipe.core.errors import ConfigError, ModpipeError, StackError
-from modpipe.core.kafka import (
-    build_producer,
-    consumer_options,
-    ensure_pipeline_topics,
-    ensure_topics,
-    publish,
-    topic_partitions,
-)
-from modpipe.core.metrics import Metrics
+from modpipe.core.errors import ConfigError, ModpipeError
 from modpipe.core.progress import Progress, no_progress
-from modpipe.core.records import Label, Outgoing, encode, wire_limits
 from modpipe.core.settings import RoutingSettings, Settings, load_settings
-from modpipe.quality.bands import band_table, best_for_error, evaluate, score
-from modpipe.quality.dataset import (
-    Dataset,
-    Row,
-    build,
-    in_test,
-    read_topics,
-    snapshot,
-    write,
-)
+from modpipe.quality.bands import band_table, best_for_error, evaluate, scores_of
+from modpipe.quality.dataset import Dataset, Row, build, in_test, snapshot, write
 from modpipe.quality.datasets import Labelled
+from modpipe.quality.promote import Heldout, Verdict, promote, write_active
+from modpipe.quality.replay import review_audits, run_pipeline
 from modpipe.quality.training import train
-from streams.app import TriageWorker
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +76,10 @@ class Pool:
 
 
 def round_settings(
-    base: Path,
-    tag: str,
-    frontier_url: str,
-    opts: FlywheelOptions,
-    model: Path | None,
-    bands: RoutingSettings | None,
-    replay: str,
+    active: Path, tag: str, frontier_url: str, opts: FlywheelOptions, replay: str
 ) -> Settings:
-    """Settings for one round: topics and groups of its own, the model and bands in force."""
+    """Settings for one round: the active settings file's model and bands, with topics and
+    groups of the round's own."""
     overrides: dict[str, Any] = {
         "app_id": f"flywheel-{tag}",
         "kafka": {"partitions": 2},
@@ -113,122 +96,56 @@ def round_settings(
         },
         "redis": {"key_prefix": f"flywheel-{replay}"},  # the cache carries over rounds
         "metrics": {"port": 0, "escalator_port": 0},
-        "classifier": {"backend": "cpu", "model_path": str(model) if model else None},
+        "classifier": {"backend": "cpu"},
+        # The frontier budget of the replay is sized for this rate, and no production runs
+        # beside the replay for a shadow run to compare with.
+        "routing": {"expected_escalation_rate": opts.escalation_rate},
+        "promote": {"min_shadow_posts": 0},
+    }
+    return load_settings(active, overrides)
+
+
+def candidate_file(active: Path, out: Path, model: Path, bands: RoutingSettings | None) -> Path:
+    """The active settings with the retrained model and, when calibrated, its bands."""
+    data = yaml.safe_load(active.read_text()) or {}
+    data["classifier"] = {
+        **(data.get("classifier") or {}),
+        "backend": "cpu",
+        "model_path": str(model.resolve()),
     }
     if bands is not None:
-        overrides["routing"] = {
+        data["routing"] = {
+            **(data.get("routing") or {}),
             "allow_below": bands.allow_below,
             "block_above": bands.block_above,
             "per_category": {},
         }
-    return load_settings(base, overrides)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
-async def publish_records(settings: Settings, records: list[Outgoing]) -> None:
-    producer = build_producer(
-        settings.kafka,
-        max_request_size=wire_limits(settings.kafka.max_message_bytes).request_bytes,
+async def gate_round(
+    production: Settings,
+    active: Path,
+    round_dir: Path,
+    model: Path,
+    bands: RoutingSettings | None,
+    heldout: Heldout,
+) -> tuple[Verdict, bool]:
+    """The round's retrained model as a candidate through the promotion gate; written as
+    `active` only if it passes."""
+    candidate = candidate_file(active, round_dir / "candidate.yaml", model, bands)
+    verdict, promoted = await promote(
+        production, candidate, heldout, None, active, source="the flywheel's evaluation set"
     )
-    try:
-        await producer.start()
-
-        async def send(r: Outgoing) -> Any:
-            return await producer.send(r.topic, r.value, key=r.key)
-
-        await publish(send, records, settings.kafka.publish_deadline_s)
-    except KafkaError as exc:
-        raise StackError(f"cannot publish to Kafka at {settings.kafka.bootstrap}: {exc}") from exc
-    finally:
-        await producer.stop()
-
-
-async def _count(settings: Settings, topic: str) -> int:
-    """The committed records in `topic` now (not its end offsets: transactions put their
-    commit markers between the records)."""
-    from aiokafka import AIOKafkaConsumer
-
-    parts = await topic_partitions(settings.kafka, [topic])
-    consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, None))
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        count = 0
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            count += sum(len(r) for r in (await consumer.getmany(timeout_ms=500)).values())
-        return count
-    finally:
-        await consumer.stop()
-
-
-async def run_pipeline(settings: Settings, posts: list[tuple[str, str]], timeout_s: float) -> None:
-    """Both workers on `posts` until every post has its outputs on Kafka."""
-    await ensure_pipeline_topics(settings)
-    await ensure_topics(settings.kafka, [settings.topics.labels], settings.kafka.partitions)
-    metrics = Metrics()
-    classifier = build_classifier(settings)
-    frontier = build_frontier(settings, metrics)
-    triage = TriageWorker(settings, classifier, metrics)
-    escalator = EscalationWorker(settings, frontier, metrics)
-    triaged = asyncio.create_task(triage.run(max_posts=len(posts)))
-    escalating = asyncio.create_task(escalator.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        values = [
-            Outgoing(
-                settings.topics.posts,
-                pid.encode(),
-                json.dumps({"post_id": pid, "text": text, "surface": "flywheel"}).encode(),
-            )
-            for pid, text in posts
-        ]
-        await publish_records(settings, values)
-        await asyncio.wait_for(asyncio.shield(triaged), max(1.0, deadline - time.monotonic()))
-        if triaged.result() != 0:
-            raise StackError("the triage worker failed during the replay (see the log)")
-        escalated = await _count(settings, settings.topics.escalations)
-        while escalator.processed < escalated:
-            if escalating.done() or time.monotonic() > deadline:
-                raise StackError(
-                    f"the escalator decided {escalator.processed} of {escalated} posts "
-                    f"within {timeout_s:.0f}s"
-                )
-            await asyncio.sleep(0.1)
-    except TimeoutError as exc:
-        raise StackError(
-            f"the triage worker did not finish {len(posts)} posts in {timeout_s:.0f}s"
-        ) from exc
-    finally:
-        triage.stop()
-        escalator.stop()  # finishes the posts in flight, publishes, commits
-        await asyncio.gather(triaged, escalating, return_exceptions=True)
-        await classifier.aclose()
-        if frontier is not None:
-            await frontier.aclose()
-    if escalating.result() != 0:
-        raise StackError("the escalation worker failed during the replay (see the log)")
-
-
-async def review_audits(settings: Settings, truth: dict[str, int], category: str) -> int:
-    """Reviewers' labels for every audit item, from the known labels, on the labels topic."""
-    review = (await read_topics(settings.kafka, [settings.topics.review]))[settings.topics.review]
-    labels = []
-    for _, item in review:
-        post = item.get("post", {})
-        if item.get("reason") != "audit" or post.get("post_id") not in truth:
-            continue
-        block = truth[post["post_id"]] == 1
-        label = Label(
-            post=post,
-            action="block" if block else "allow",
-            categories=[category] if block else [],
-            reviewer="flywheel-replay",
-            reason="audit",
-        )
-        labels.append(Outgoing(settings.topics.labels, post["post_id"].encode(), encode(label)))
-    await publish_records(settings, labels)
-    return len(labels)
+    log.info(
+        "round candidate %s model=%s checks=%s",
+        "promoted" if promoted else "refused",
+        model,
+        ";".join(f"{c['check']}={'ok' if c['ok'] else 'FAIL'}" for c in verdict.checks),
+    )
+    return verdict, promoted
 
 
 def _labelled(rows: list[Row]) -> Labelled:
@@ -265,11 +182,7 @@ def calibrate(
 
 async def measure(settings: Settings, evalset: Labelled) -> dict[str, Any]:
     """The model and bands in `settings` on the evaluation set."""
-    classifier = build_classifier(settings)
-    try:
-        scores = await score(classifier, evalset.texts)
-    finally:
-        await classifier.aclose()
+    scores = await scores_of(settings, evalset.texts)
     report = evaluate(evalset, scores, settings.routing)
     probs = np.array([max(s.values(), default=0.0) for s in scores])
     return {
@@ -291,18 +204,23 @@ async def run_flywheel(
     opts: FlywheelOptions,
     on_round: Callable[[dict[str, Any]], None] = lambda _: None,
     progress: Progress = no_progress,
+    heldout: Heldout | None = None,
 ) -> list[dict[str, Any]]:
     """Round 0 (the starting model and bands) and `opts.rounds` rounds of the loop; the
-    rounds done are counted to `progress`."""
+    rounds done are counted to `progress`. The gate judges each round's candidate on
+    `heldout` (the evaluation set, with its slices where the caller read them; by default
+    `evalset` as one slice)."""
     slice_size = min(opts.slice_size, len(data) // opts.rounds)
     if slice_size < 50:
         raise ConfigError(f"--data has {len(data)} rows: too few for {opts.rounds} rounds")
+    if heldout is None:
+        heldout = Heldout(evalset.texts, evalset.labels, [["category:none"]] * len(evalset))
     replay = uuid.uuid4().hex[:8]
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    settings = round_settings(base, f"{replay}-r0", frontier_url, opts, None, None, replay)
+    active = opts.out_dir / "active.yaml"
+    write_active(base, active, f"the flywheel's starting settings, from {base}")
+    settings = round_settings(active, f"{replay}-r0", frontier_url, opts, replay)
     category = settings.policy.cpu_category
-    model: Path | None = None
-    bands: RoutingSettings | None = None
     seen = Pool()
     first = {
         **await measure(settings, evalset),
@@ -313,41 +231,69 @@ async def run_flywheel(
     rounds = [first]
     progress("flywheel rounds", 0, opts.rounds)
     on_round(first)
+    loop = _Loop(active, data, evalset, frontier_url, opts, heldout, replay, category)
     for r in range(1, opts.rounds + 1):
-        tag = f"{replay}-r{r}"
-        settings = round_settings(base, tag, frontier_url, opts, model, bands, replay)
-        rows = range((r - 1) * slice_size, r * slice_size)
-        posts = [(f"{tag}-{i}", data.texts[i]) for i in rows]
-        truth = {f"{tag}-{i}": data.labels[i] for i in rows}
-        started = time.monotonic()
-        await run_pipeline(settings, posts, opts.round_timeout_s)
-        audited = await review_audits(settings, truth, category)
-        snap = await snapshot(settings)
-        dataset = build(snap, settings)
-        write(dataset, opts.out_dir / f"round-{r}" / "dataset")
-        frontier = [v for _, v in snap.verdicts if v.get("tier") == "frontier"]
-        pipeline_s = time.monotonic() - started
-        _accumulate(seen, dataset, settings, opts.audit_rate)
-        model, bands = _retrain(seen, opts, r, category, model, bands)
-        measured = await measure(
-            round_settings(base, tag, frontier_url, opts, model, bands, replay), evalset
-        )
-        result = {
-            **measured,
-            "round": r,
-            "posts": len(posts),
-            "escalated": len(snap.escalations),
-            "audited": audited,
-            "train_rows": len(seen.train),
-            "frontier_calls": len(frontier),
-            "frontier_cost_usd": round(sum(float(v.get("cost_usd", 0.0)) for v in frontier), 6),
-            "pipeline_seconds": round(pipeline_s, 1),
-        }
+        result = await _run_round(loop, r, range((r - 1) * slice_size, r * slice_size), seen)
         rounds.append(result)
         on_round(result)
         progress("flywheel rounds", r, opts.rounds)
     (opts.out_dir / "rounds.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
     return rounds
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """What every round of one replay shares."""
+
+    active: Path
+    data: Labelled
+    evalset: Labelled
+    frontier_url: str
+    opts: FlywheelOptions
+    heldout: Heldout
+    replay: str
+    category: str
+
+
+async def _run_round(loop: _Loop, r: int, rows: range, seen: Pool) -> dict[str, Any]:
+    """Round `r` on the data's `rows`: the pipeline, the reviewers, the dataset, the
+    retrained candidate through the gate, and the active model measured."""
+    opts, active, replay = loop.opts, loop.active, loop.replay
+    tag = f"{replay}-r{r}"
+    settings = round_settings(active, tag, loop.frontier_url, opts, replay)
+    posts = [(f"{tag}-{i}", loop.data.texts[i]) for i in rows]
+    truth = {f"{tag}-{i}": loop.data.labels[i] for i in rows}
+    started = time.monotonic()
+    await run_pipeline(settings, posts, opts.round_timeout_s)
+    audited = await review_audits(settings, truth, loop.category)
+    snap = await snapshot(settings)
+    dataset = build(snap, settings)
+    write(dataset, opts.out_dir / f"round-{r}" / "dataset")
+    frontier = [v for _, v in snap.verdicts if v.get("tier") == "frontier"]
+    pipeline_s = time.monotonic() - started
+    _accumulate(seen, dataset, settings, opts.audit_rate)
+    gate: dict[str, Any] = {"promoted": False, "gate": []}
+    retrained = _retrain(seen, opts, r, loop.category)
+    if retrained is not None:
+        verdict, promoted = await gate_round(
+            settings, active, opts.out_dir / f"round-{r}", *retrained, loop.heldout
+        )
+        gate = {"promoted": promoted, "gate": verdict.checks}
+    measured = await measure(
+        round_settings(active, tag, loop.frontier_url, opts, replay), loop.evalset
+    )
+    return {
+        **measured,
+        "round": r,
+        "posts": len(posts),
+        "escalated": len(snap.escalations),
+        "audited": audited,
+        "train_rows": len(seen.train),
+        "frontier_calls": len(frontier),
+        "frontier_cost_usd": round(sum(float(v.get("cost_usd", 0.0)) for v in frontier), 6),
+        "pipeline_seconds": round(pipeline_s, 1),
+        **gate,
+    }
 
 
 def _accumulate(seen: Pool, dataset: Dataset, settings: Settings, audit_rate: float) -> None:
@@ -364,16 +310,13 @@ def _accumulate(seen: Pool, dataset: Dataset, settings: Settings, audit_rate: fl
 
 
 def _retrain(
-    seen: Pool,
-    opts: FlywheelOptions,
-    r: int,
-    category: str,
-    model: Path | None,
-    bands: RoutingSettings | None,
-) -> tuple[Path | None, RoutingSettings | None]:
+    seen: Pool, opts: FlywheelOptions, r: int, category: str
+) -> tuple[Path, RoutingSettings | None] | None:
+    """A model trained on everything labelled so far and its bands (None: keep the active
+    bands); None when no model could be trained."""
     if len({row.label for row in seen.train}) < 2:
         log.warning("round %d: the labelled posts are all one class so far; model kept", r)
-        return model, bands
+        return None
     calibration = [row for row, _ in seen.calibration]
     out = opts.out_dir / f"round-{r}" / "model"
     checks = _labelled(calibration) if len({x.label for x in calibration}) == 2 else None
@@ -387,10 +330,10 @@ def _retrain(
         )
     except ValueError as exc:  # scikit-learn on very few rows: e.g. no n-gram left
         log.warning("round %d: training failed (%s); model kept", r, exc)
-        return model, bands
+        return None
     if not calibration:
         log.warning("round %d: nothing to calibrate on yet; bands kept", r)
-        return out, bands
+        return out, None
     from classifiers.cpu import CpuClassifier
 
     probs = np.array(CpuClassifier.load(out, category).predict([row.text for row in calibration]))
@@ -400,4 +343,4 @@ def _retrain(
         return out, calibrate(probs, labels, weights, opts.escalation_rate)
     except ModpipeError as exc:
         log.warning("round %d: calibration failed (%s); bands kept", r, exc)
-        return out, bands
+        return out, None

@@ -14,6 +14,9 @@ only when every check holds (`PromoteSettings` holds the margins):
   `routing.expected_escalation_rate` plus `escalation_room` (the frontier budget was sized
   for that rate).
 
+`promote` is the one way a candidate becomes active: `modpipe promote` and each round of
+`modpipe flywheel` call it.
+
 Rules in either configuration decide first, as in triage: a rule's `block` counts as a
 score of 1 and a block route, `allow` as 0 and an allow route, `review` and `escalate` as
 escalated.
@@ -21,6 +24,7 @@ escalated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,8 +37,9 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from modpipe.core.errors import ConfigError
-from modpipe.core.records import Post
-from modpipe.core.settings import PromoteSettings, Settings, packaged_config
+from modpipe.core.records import Post, now_rfc3339
+from modpipe.core.settings import PromoteSettings, Settings, load_settings, packaged_config
+from modpipe.quality.bands import scores_of
 from streams.routing import route
 from streams.rules_book import load_rules
 from streams.rules_dry import dry_run
@@ -170,6 +175,29 @@ def gate(
         candidate=c_all["auto_error"],
         production=p_all["auto_error"],
     )
+    _tail_checks(verdict, y, prod, cand, data, rules)
+    room = production.routing.expected_escalation_rate + rules.escalation_room
+    verdict.check(
+        "escalation_rate",
+        c_all["escalation"] <= room,
+        f"candidate escalates {c_all['escalation']:.4f}, the budget's room is {room:.4f}",
+        candidate=c_all["escalation"],
+        room=room,
+    )
+    _shadow_check(verdict, shadow, rules)
+    return verdict
+
+
+def _tail_checks(
+    verdict: Verdict,
+    y: np.ndarray,
+    prod: Predictions,
+    cand: Predictions,
+    data: Heldout,
+    rules: PromoteSettings,
+) -> None:
+    """The worst slices' AUPRC and automatic error, candidate against production."""
+    m = rules.margin
     by_slice: dict[str, list[int]] = {}
     for i, names in enumerate(data.slices):
         for name in names:
@@ -193,16 +221,6 @@ def gate(
             candidate=ct,
             production=pt,
         )
-    room = production.routing.expected_escalation_rate + rules.escalation_room
-    verdict.check(
-        "escalation_rate",
-        c_all["escalation"] <= room,
-        f"candidate escalates {c_all['escalation']:.4f}, the budget's room is {room:.4f}",
-        candidate=c_all["escalation"],
-        room=room,
-    )
-    _shadow_check(verdict, shadow, rules)
-    return verdict
 
 
 def _shadow_check(verdict: Verdict, shadow: dict[str, Any] | None, rules: PromoteSettings) -> None:
@@ -249,3 +267,39 @@ def write_active(candidate_path: Path, active: Path, note: str) -> None:
     tmp = active.with_name(f".{active.name}.promote")
     tmp.write_text(f"# {note}\n" + yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, active)
+
+
+def check_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """One line per check: `ok` or `FAIL`, its name, its figures."""
+    return [f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']:<16} {c['detail']}" for c in checks]
+
+
+async def promote(
+    production: Settings,
+    candidate_path: Path,
+    data: Heldout,
+    shadow: dict[str, Any] | None,
+    active: Path,
+    *,
+    source: str,
+    dry_run: bool = False,
+) -> tuple[Verdict, bool]:
+    """The gate's verdict on the candidate settings file, and whether it was written to
+    `active` (only when it passed and not `dry_run`); `source` names the held-out data in
+    the active file's header."""
+    candidate = load_settings(candidate_path)
+    prod_scores = await scores_of(production, data.texts)
+    cand_scores = await scores_of(candidate, data.texts)
+    verdict = gate(
+        production, candidate, data, prod_scores, cand_scores, shadow, production.promote
+    )
+    if not verdict.passed or dry_run:
+        return verdict, False
+    digest = hashlib.sha256(candidate_path.read_bytes()).hexdigest()[:16]
+    write_active(
+        candidate_path,
+        active,
+        f"promoted by the promotion gate at {now_rfc3339()} from {candidate_path} "
+        f"(sha256 {digest}) on {source}",
+    )
+    return verdict, True

@@ -52,16 +52,34 @@ async def read_topic(
     return out
 
 
-def report(
-    records: list[dict[str, Any]], labels: list[dict[str, Any]], examples: int = 10
-) -> dict[str, Any]:
-    """Confusion matrices, agreement per action and category, and disagreements to read."""
-    latest = {r["post_id"]: r for r in records if "post_id" in r}
+def _human_actions(labels: list[dict[str, Any]]) -> dict[str, str]:
+    """post_id -> a reviewer's allow or block, the last label of each post."""
     human: dict[str, str] = {}
     for label in labels:
         post = label.get("post") or {}
         if "post_id" in post and label.get("action") in ("allow", "block"):
             human[str(post["post_id"])] = label["action"]
+    return human
+
+
+def _rates(counter: Counter[tuple[str, bool]]) -> dict[str, dict[str, float]]:
+    """Per key: its posts and the share of them on which the two sides agreed."""
+    keys = sorted({k for k, _ in counter})
+    return {
+        k: {
+            "posts": counter[k, True] + counter[k, False],
+            "agreement": counter[k, True] / (counter[k, True] + counter[k, False]),
+        }
+        for k in keys
+    }
+
+
+def report(
+    records: list[dict[str, Any]], labels: list[dict[str, Any]], examples: int = 10
+) -> dict[str, Any]:
+    """Confusion matrices, agreement per action and category, and disagreements to read."""
+    latest = {r["post_id"]: r for r in records if "post_id" in r}
+    human = _human_actions(labels)
     matrix: Counter[tuple[str, str]] = Counter()
     per_action: Counter[tuple[str, bool]] = Counter()
     per_category: Counter[tuple[str, bool]] = Counter()
@@ -97,16 +115,6 @@ def report(
     n = len(latest)
     agreed = sum(v for (_, a), v in per_action.items() if a)
 
-    def rates(counter: Counter[tuple[str, bool]]) -> dict[str, dict[str, float]]:
-        keys = sorted({k for k, _ in counter})
-        return {
-            k: {
-                "posts": counter[k, True] + counter[k, False],
-                "agreement": counter[k, True] / (counter[k, True] + counter[k, False]),
-            }
-            for k in keys
-        }
-
     return {
         "posts": n,
         "agreed": agreed,
@@ -114,8 +122,8 @@ def report(
         "matrix": [
             {"production": p, "candidate": c, "posts": v} for (p, c), v in sorted(matrix.items())
         ],
-        "by_action": rates(per_action),
-        "by_category": rates(per_category),
+        "by_action": _rates(per_action),
+        "by_category": _rates(per_category),
         "labels": {
             "labelled": sum(1 for p in latest if p in human),
             "production": dict(vs_labels["production"]),

@@ -33,18 +33,11 @@ from modpipe.compliance.consuming import consumer
 from modpipe.compliance.ledger import Ledger, LedgerUnavailable
 from modpipe.compliance.records import AppealOutcome, appeal_verdict_id, parse_appeal
 from modpipe.compliance.statements import APPEAL_MODEL_PREFIX, verdict_key
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.errors import InvalidRecord, ReviewStoreUnavailable
 from modpipe.core.kafka import Send, publish
 from modpipe.core.metrics import Metrics
-from modpipe.core.records import (
-    Incoming,
-    Label,
-    Verdict,
-    dead_letter,
-    encode,
-    now_rfc3339,
-    wire_limits,
-)
+from modpipe.core.records import Incoming, Label, Verdict, encode, now_rfc3339, wire_limits
 from modpipe.core.settings import Settings
 from modpipe.review.store import Lease, ReviewStore
 

@@ -22,8 +22,9 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from modpipe.core.kafka import holds, publish
+from modpipe.core.kafka import publish
 from modpipe.core.metrics import Metrics
+from modpipe.core.probes import holds
 from modpipe.core.records import Label, Outgoing, Verdict, encode, first_verdict_id
 from modpipe.core.settings import Settings
 from modpipe.core.stats import clopper_pearson_interval

@@ -26,11 +26,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from modpipe.core.dead_letters import dead_letter
 from modpipe.core.errors import InvalidRecord, ReviewStoreUnavailable
-from modpipe.core.kafka import Send, consumer_options, holds, publish
+from modpipe.core.kafka import Send, consumer_options, publish
 from modpipe.core.metrics import Metrics
 from modpipe.core.offsets import OffsetTracker
-from modpipe.core.records import Incoming, dead_letter, parse_review, wire_limits
+from modpipe.core.probes import holds
+from modpipe.core.records import Incoming, parse_review, wire_limits
 from modpipe.core.settings import Settings
 from modpipe.core.transactions import (
     PartitionTransactions,

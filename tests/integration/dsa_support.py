@@ -1,21 +1,22 @@
-"""Helpers for the DSA compliance tests: unique settings, verdicts, reading a topic."""
+"""Helpers for the DSA compliance tests: unique settings, reading a topic; verdicts and
+publishing are bench/records.py's (the statements benchmark writes them too)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from modpipe.compliance.consuming import ensure_compliance_topics
+from bench.records import produce, verdict
 from modpipe.core.kafka import client_options, topic_partitions
-from modpipe.core.records import Verdict
 from modpipe.core.settings import Settings
 from tests.conftest import MakeSettings
+
+__all__ = ["appeal", "console_env", "dsa_settings", "env_for", "produce", "read_all", "verdict"]
 
 
 def dsa_settings(make_settings: MakeSettings, **extra: Any) -> Settings:
@@ -62,35 +63,6 @@ def env_for(settings: Settings) -> dict[str, str]:
     if st.token is not None:
         env["MODPIPE_STATEMENTS__TOKEN"] = st.token.get_secret_value()
     return env
-
-
-def verdict(post_id: str, action: str = "block", **over: Any) -> Verdict:
-    """A machine verdict on `post_id` (block for harassment unless told otherwise)."""
-    base: dict[str, Any] = {
-        "post_id": post_id,
-        "action": action,
-        "categories": ["harassment"] if action == "block" else [],
-        "scores": {"harassment": 0.97 if action == "block" else 0.1},
-        "tier": "small",
-        "model": "cpu-tfidf",
-        "policy_version": "2026-11-01",
-        "latency_ms": 2.0,
-        "cost_usd": 0.0,
-    }
-    base.update(over)
-    return Verdict.model_validate(base)
-
-
-async def produce(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -> None:
-    """Publish (key, value) records and wait for every acknowledgement."""
-    await ensure_compliance_topics(settings)
-    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, v, key=k.encode()) for k, v in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def read_all(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[Any]:

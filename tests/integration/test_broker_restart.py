@@ -8,6 +8,7 @@ as tests/integration/test_stack.py does) and restarts that broker, so the shared
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -75,20 +76,45 @@ async def restart_kafka(settings: Settings, outage_s: float = OUTAGE_S) -> None:
     await stack_up(settings)  # bounded: fails after its timeout
 
 
+def posts(n: int) -> list[bytes]:
+    """`n` post values, p0 to p{n-1}, a mix of allows, blocks and escalations."""
+    return [
+        json.dumps({"post_id": f"p{i}", "text": f"{TEXTS[i % 3]} {i}"}).encode() for i in range(n)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def both_workers(settings: Settings) -> AsyncIterator[list[asyncio.Future[int]]]:
+    """The triage worker and the escalator running; stopped after, each exiting 0."""
+    workers: list[TriageWorker | EscalationWorker] = [
+        TriageWorker(settings, build_classifier(settings), Metrics()),
+        EscalationWorker(settings, None, Metrics()),
+    ]
+    tasks = [asyncio.ensure_future(w.run()) for w in workers]
+    try:
+        yield tasks
+    finally:
+        for w in workers:
+            w.stop()
+        codes = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    assert codes == [0, 0]
+
+
+async def all_verdicts(out: Outputs, tasks: list[asyncio.Future[int]], n: int) -> None:
+    """Wait for `n` final verdicts (or a worker that exited)."""
+    await wait_until(
+        lambda: len(out.verdicts) >= n or any(t.done() for t in tasks),
+        180,
+        f"{n} final verdicts",
+    )
+
+
 async def test_broker_restart_loses_no_post(own_stack: Settings) -> None:
     settings = own_stack
-    values = [
-        json.dumps({"post_id": f"p{i}", "text": f"{TEXTS[i % 3]} {i}"}).encode()
-        for i in range(3000)
-    ]
+    values = posts(3000)
     async with Outputs(settings) as out:
         await publish(settings.kafka, settings.topics.posts, values[:1500])
-        workers: list[TriageWorker | EscalationWorker] = [
-            TriageWorker(settings, build_classifier(settings), Metrics()),
-            EscalationWorker(settings, None, Metrics()),
-        ]
-        tasks = [asyncio.ensure_future(w.run()) for w in workers]
-        try:
+        async with both_workers(settings) as tasks:
             await wait_until(lambda: len(out.verdicts) >= 1, 60, "the first verdicts")
             started, done_then = time.monotonic(), len(out.verdicts)
             await wait_until(lambda: len(out.verdicts) >= 300, 60, "300 verdicts")
@@ -96,16 +122,7 @@ async def test_broker_restart_loses_no_post(own_stack: Settings) -> None:
             rate = (len(out.verdicts) - done_then) / (time.monotonic() - started)
             await restart_kafka(settings)
             await publish(settings.kafka, settings.topics.posts, values[1500:])
-            await wait_until(
-                lambda: len(out.verdicts) >= 3000 or any(t.done() for t in tasks),
-                180,
-                "3000 final verdicts",
-            )
-        finally:
-            for w in workers:
-                w.stop()
-            codes = await asyncio.wait_for(asyncio.gather(*tasks), 120)
-        assert codes == [0, 0]
+            await all_verdicts(out, tasks, 3000)
         await out.settle()
     assert set(out.verdicts) == {f"p{i}" for i in range(3000)}
     assert out.duplicates() == 0  # read_committed: an aborted batch's records never show
@@ -120,32 +137,15 @@ async def test_an_outage_longer_than_the_publish_deadline_stops_no_worker(
     deadline_s = 3.0
     kafka = own_stack.kafka.model_copy(update={"publish_deadline_s": deadline_s})
     settings = own_stack.model_copy(update={"kafka": kafka})
-    values = [
-        json.dumps({"post_id": f"p{i}", "text": f"{TEXTS[i % 3]} {i}"}).encode()
-        for i in range(2000)
-    ]
+    values = posts(2000)
     async with Outputs(settings) as out:
         await publish(settings.kafka, settings.topics.posts, values[:1000])
-        workers: list[TriageWorker | EscalationWorker] = [
-            TriageWorker(settings, build_classifier(settings), Metrics()),
-            EscalationWorker(settings, None, Metrics()),
-        ]
-        tasks = [asyncio.ensure_future(w.run()) for w in workers]
-        try:
+        async with both_workers(settings) as tasks:
             await wait_until(lambda: len(out.verdicts) >= 200, 60, "the first verdicts")
             await restart_kafka(settings, outage_s=3 * deadline_s)
             assert not any(t.done() for t in tasks), "a worker exited during the outage"
             await publish(settings.kafka, settings.topics.posts, values[1000:])
-            await wait_until(
-                lambda: len(out.verdicts) >= 2000 or any(t.done() for t in tasks),
-                180,
-                "2000 final verdicts",
-            )
-        finally:
-            for w in workers:
-                w.stop()
-            codes = await asyncio.wait_for(asyncio.gather(*tasks), 120)
-        assert codes == [0, 0]
+            await all_verdicts(out, tasks, 2000)
         await out.settle()
     assert set(out.verdicts) == {f"p{i}" for i in range(2000)}
     assert out.duplicates() == 0

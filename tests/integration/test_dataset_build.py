@@ -18,7 +18,7 @@ from modpipe.core.kafka import ensure_topics
 from modpipe.core.records import Label, Outgoing, Verdict, encode
 from modpipe.core.settings import Settings
 from modpipe.quality.dataset import build, in_test, read_rows, snapshot
-from modpipe.quality.flywheel import publish_records, run_pipeline
+from modpipe.quality.replay import publish_records, run_pipeline
 from tests.conftest import ROOT
 from tests.openai_wire_server import openai_wire_server
 
@@ -185,4 +185,10 @@ def test_replay_reports_every_round(tmp_path: Path) -> None:
     assert manifest["audit"] > 0 and manifest["train"] > 0
     # trained on what the loop labelled, the model separates the synthetic classes better
     # than the packaged one
-    assert rounds[-1]["auroc"] > max(0.95, rounds[0]["auroc"])
+    gates = [[c["detail"] for c in r["gate"] if not c["ok"]] for r in rounds[1:]]
+    assert rounds[-1]["auroc"] > max(0.95, rounds[0]["auroc"]), gates
+    # and was put in force by the promotion gate, never around it
+    assert any(r["promoted"] for r in rounds[1:])
+    assert all({"auprc", "escalation_rate"} <= {c["check"] for c in r["gate"]} for r in rounds[1:])
+    active = (tmp_path / "fw" / "active.yaml").read_text()
+    assert active.startswith("# promoted by the promotion gate") and "round-" in active

@@ -234,6 +234,9 @@ async def test_the_rate_rule_reviews_a_flooding_author(
     await outputs.settle()
     reviewed = {p for p in everyone if outputs.verdicts[p][0].get("rule_id") == "flood"}
     assert len(reviewed) == 20, "the first 10 in the window pass, the other 20 are reviewed"
+    assert {
+        (outputs.verdicts[p][0]["tier"], outputs.verdicts[p][0]["action"]) for p in reviewed
+    } == {("rules", "review")}
     assert all(p.startswith("f") for p in reviewed)
     assert {p for p in outputs.review if outputs.review[p][0]["reason"] == "rule"} == reviewed
 

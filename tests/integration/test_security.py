@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from modpipe.core.kafka import consumer_lag
+from modpipe.core.probes import consumer_lag
 from modpipe.core.redis_client import connect_redis
 from modpipe.core.settings import Settings, load_settings
 from modpipe.stack import Layout, admin_kafka, load_overrides, secure_client_overrides

@@ -12,6 +12,7 @@ import yaml
 from classifiers import build_classifier
 from modpipe.cli.produce import publish
 from modpipe.cli.shadow import candidate_settings
+from modpipe.core.kafka import ensure_pipeline_topics
 from modpipe.core.metrics import Metrics
 from modpipe.core.settings import Settings
 from modpipe.quality.shadow_report import build_report, read_topic
@@ -101,6 +102,23 @@ async def test_shadow_beside_production_matches_an_independent_count(
             and s.labels["agreement"] == ("agree" if agreed else "disagree")
         )
         assert counted == count, (action, agreed)
+    # Per category too: production's first category, from production's own verdicts.
+    first_category = {
+        pid: "none"
+        if pid in outputs.escalations
+        else (outputs.verdicts[pid][0].get("categories") or ["none"])[0]
+        for pid in ids
+    }
+    by_category = Counter(
+        (first_category[r["post_id"]], "agree" if r["agree"] else "disagree") for r in records
+    )
+    assert len({c for c, _ in by_category}) > 1, "more than one category to tell apart"
+    exported: Counter[tuple[str, str]] = Counter()
+    for m in metrics.shadow_posts.collect():
+        for s in m.samples:
+            if s.name.endswith("_total"):
+                exported[(s.labels["category"], s.labels["agreement"])] += int(s.value)
+    assert exported == by_category
     # Reviewers' labels on some posts: the report judges both sides against them.
     truth = {f"s{i}": "block" if i % 4 in (1, 3) else "allow" for i in range(0, n, 5)}
     labels = [
@@ -133,3 +151,51 @@ async def test_shadow_beside_production_matches_an_independent_count(
         (production_side[r["post_id"]], r["candidate"]["action"]) for r in records
     )
     assert len(report["disagreements"]) == min(5, n - agreed_n)
+
+
+async def test_a_restarted_shadow_run_loses_no_waiting_post_and_pairs_none_twice(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    production = make_settings()
+    (tmp_path / "candidate.yaml").write_text(
+        yaml.safe_dump({"policy_file": str(CONFIG.parent / "policy.yaml")})
+    )
+    candidate = candidate_settings(production, tmp_path / "candidate.yaml")
+    ids = [f"r{i}" for i in range(60)]
+
+    def verdicts(chosen: list[str]) -> list[bytes]:  # production's first decisions
+        return [
+            json.dumps({"post_id": pid, "action": "allow", "tier": "small"}).encode()
+            for pid in chosen
+        ]
+
+    def runner() -> ShadowRunner:
+        return ShadowRunner(production, candidate, build_classifier(candidate), Metrics())
+
+    await ensure_pipeline_topics(production)  # as the production worker would
+    first = runner()
+    task = asyncio.ensure_future(first.run())
+    try:
+        await wait_until(first.ready.is_set, 60, "the shadow run up")
+        posts = [json.dumps({"post_id": pid, "text": f"hello {pid}"}).encode() for pid in ids]
+        await publish(production.kafka, production.topics.posts, posts)
+        await wait_until(lambda: first.waiting == len(ids), 60, "the candidate's side of all")
+        # Production decides half before the restart, the other half while it is down.
+        await publish(production.kafka, production.topics.verdicts, verdicts(ids[::2]))
+        await wait_until(lambda: first.compared == 30, 60, "the first half compared")
+    finally:
+        first.stop()
+        assert await asyncio.wait_for(task, 60) == 0
+    await publish(production.kafka, production.topics.verdicts, verdicts(ids[1::2]))
+
+    second = runner()
+    task = asyncio.ensure_future(second.run())
+    try:
+        await wait_until(lambda: second.compared >= 30, 90, "the second half compared")
+        await wait_until(lambda: second.waiting == 0, 30, "nothing left waiting")
+    finally:
+        second.stop()
+        assert await asyncio.wait_for(task, 60) == 0
+    records = await read_topic(production.kafka, production.shadow.topic)
+    assert sorted(r["post_id"] for r in records) == sorted(ids), "each post once"
+    assert (first.compared, second.compared) == (30, 30)

@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from classifiers import Classification, Classifier, build_classifier
 from modpipe.cli.produce import publish
 from modpipe.core.errors import ClassifierError
-from modpipe.core.kafka import LagProbe, consumer_lag, consumer_options
+from modpipe.core.kafka import consumer_options
 from modpipe.core.metrics import Metrics
+from modpipe.core.probes import LagProbe, consumer_lag
 from modpipe.core.settings import Settings
 from streams.app import TriageWorker
 from tests.integration.conftest import Outputs, run_until, wait_until

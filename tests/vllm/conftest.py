@@ -17,6 +17,7 @@ from tests.vllm.server import VllmServer, vllm_missing
 
 GUARD_NAME = "tiny-llama-guard"
 CLASSIFY_NAME = "tiny-policy-classifier"
+QWEN_NAME = "tiny-qwen3guard"
 # Posts the guard model's safe/unsafe direction is fitted on (tests/vllm/models.py).
 CALIBRATION = [
     "nice day at the beach",
@@ -65,6 +66,25 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vllm-models")
 
 
+async def classify(make_settings, server: VllmServer, texts: list[str], **classifier):
+    """vllm-guard (as configured by `classifier`) on the served tiny guard, for one batch."""
+    from classifiers import build_classifier
+
+    settings = make_settings(
+        classifier={
+            "backend": "vllm-guard",
+            "base_url": server.url,
+            "model": GUARD_NAME,
+            **classifier,
+        }
+    )
+    clf = build_classifier(settings)
+    try:
+        return await clf.classify(texts)
+    finally:
+        await clf.aclose()
+
+
 def guard_prompt_ids(posts: list[str]) -> list[list[int]]:
     from classifiers.guard_prompt import GuardPrompt, load_tokenizer
 
@@ -92,6 +112,22 @@ def guard_launched(guard_dir: Path) -> Iterator[VllmServer]:
 def guard_server(guard_launched: VllmServer) -> VllmServer:
     """vLLM serving the tiny guard on /v1/completions, for the whole session."""
     return guard_launched.wait_ready()
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(vllm_available: None, model_root: Path) -> Path:
+    from tests.vllm.models import qwen3guard_model
+
+    return qwen3guard_model(model_root / QWEN_NAME, CALIBRATION)
+
+
+@pytest.fixture(scope="session")
+def qwen_server(qwen_dir: Path) -> Iterator[VllmServer]:
+    """vLLM serving the tiny Qwen3Guard-shaped model (its own chat template): the one
+    server start the chat path's family test adds."""
+    server = VllmServer(qwen_dir, QWEN_NAME).start()
+    yield server
+    server.stop()
 
 
 FINETUNE_MAX_LENGTH = 128

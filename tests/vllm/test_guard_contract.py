@@ -11,13 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from classifiers import build_classifier
 from classifiers.base import Classification
 from classifiers.guard_prompt import GuardPrompt, load_tokenizer
 from classifiers.http import VllmHttp
 from modpipe.core.errors import ClassifierError, ConfigError
 from tests.vllm import reference
-from tests.vllm.conftest import GUARD_NAME
+from tests.vllm.conftest import GUARD_NAME, classify
 from tests.vllm.server import VllmServer
 
 POSTS = [
@@ -31,22 +30,6 @@ POSTS = [
     "a b c d e f g h",
 ]
 PROMPT = GuardPrompt(load_tokenizer(None))
-
-
-async def classify(make_settings, server: VllmServer, texts: list[str], **classifier):
-    settings = make_settings(
-        classifier={
-            "backend": "vllm-guard",
-            "base_url": server.url,
-            "model": GUARD_NAME,
-            **classifier,
-        }
-    )
-    clf = build_classifier(settings)
-    try:
-        return await clf.classify(texts)
-    finally:
-        await clf.aclose()
 
 
 def test_the_server_tokenizes_as_guard_prompt_does(guard_server: VllmServer) -> None:

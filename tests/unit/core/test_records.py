@@ -5,16 +5,15 @@ import random
 
 import pytest
 
+from modpipe.core.dead_letters import DeadLetter, dead_letter
 from modpipe.core.errors import InvalidRecord
 from modpipe.core.records import (
     DLQ_KEEP_BYTES,
     DLQ_PREFIX_BYTES,
     MAX_DEPTH,
-    DeadLetter,
     Escalation,
     Incoming,
     Post,
-    dead_letter,
     encode,
     parse_escalation,
     parse_post,

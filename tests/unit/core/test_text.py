@@ -57,3 +57,56 @@ def test_the_ascii_fast_path_gives_the_general_output() -> None:
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert normalize(text) == general(text), repr(text)
+
+
+def _reference(text: str) -> str:
+    """`normalize` as the rules say, one obvious step after another (slow on hostile text)."""
+    import unicodedata
+
+    from modpipe.core.text import _CUT_RUN, _ZERO_WIDTH, _tables
+
+    tables = _tables()
+    text = tables.long_run.sub(_CUT_RUN, text)
+    text = unicodedata.normalize("NFKC", text.translate(tables.keep))
+    return " ".join(_ZERO_WIDTH.sub("", text).casefold().split())
+
+
+_HOSTILE = (
+    "\u0301\u0316\u0f73\u0344\u00b4\u00bc\u00bd\ufe77\ufef9\ufa54\u3300\u3310\u3131\u314f"
+    "\ufdfa\u2167\u200b\u200d\ufeff\u00ad\u1100\u1161\u11a8\u4e00\u65e5 \t\n"
+    "\U0001e8d1\U0001d165\U0001d16e\U0001f600\U0001f3fb\U0001f200\U0001d400"
+)
+
+
+def test_the_fast_passes_give_the_reference_output() -> None:
+    # Runs cut in spans, compatibility characters translated before NFKC, marks and
+    # look-alikes folded by one table: each the same as the plain steps.
+    import random
+    import unicodedata
+
+    rng = random.Random(20)
+    alphabet = [chr(c) for c in range(0x20, 0x800)] + list(_HOSTILE) * 20
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert normalize(text) == _reference(text), repr(text)
+        norm = normalize(text)
+        plain = "".join(
+            c for c in unicodedata.normalize("NFKD", norm) if not unicodedata.combining(c)
+        )
+        assert fold_homoglyphs(norm) == fold_homoglyphs(plain), repr(norm)
+
+
+def test_no_character_grows_many_fold_or_recomposes_slowly() -> None:
+    # Cost bombs of one character repeated (bench/adversarial.py has the timings): what
+    # reaches NFKC stays within a small multiple of the input.
+    for char in "\u3300\u3310\ufdfa\u0f73\u00bc\u00b4\ufe77\U0001f200":
+        text = char * 1000
+        assert len(normalize(text).encode()) <= 3 * len(text.encode()), f"U+{ord(char):04X}"
+    assert normalize("\u3310") != unicodedata_nfkc("\u3310")  # kept: its own private use
+    assert normalize("\u00bd price") == "1\u20442 price"  # ordinary fractions still fold
+
+
+def unicodedata_nfkc(text: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", text)

@@ -79,3 +79,20 @@ def test_bad_answers_are_failed_calls(
 ) -> None:
     with pytest.raises(InvalidOutput, match=needle):
         prompt.parse_answer(content, refusal, POLICY)
+
+
+@pytest.mark.parametrize(
+    ("part", "changed"),
+    [
+        ("system_prompt", lambda policy: "Another set of instructions."),
+        ("post_block", lambda text: f"<post>{text}</post>"),
+        ("response_format", lambda policy: {"type": "json_object"}),
+    ],
+)
+def test_the_fingerprint_follows_every_part_sent_besides_the_post(
+    monkeypatch: pytest.MonkeyPatch, part: str, changed: object
+) -> None:
+    # Each part on its own: a new schema or framing with the same policy is a cold cache.
+    before = prompt.fingerprint(POLICY)
+    monkeypatch.setattr(prompt, part, changed)
+    assert prompt.fingerprint(POLICY) != before

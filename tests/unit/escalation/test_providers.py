@@ -276,6 +276,10 @@ def test_the_prompt_and_schema_are_part_of_the_cache_key(make_settings: Any) -> 
     a = ChatProvider(sdk(lambda r: httpx.Response(500)), "m", policy, CostModel(settings.prices))
     b = ChatProvider(sdk(lambda r: httpx.Response(500)), "m", changed, CostModel(settings.prices))
     assert a.fingerprint != b.fingerprint
+    reasoning = ChatProvider(
+        sdk(lambda r: httpx.Response(500)), "m", policy, CostModel(settings.prices), "reasoning"
+    )
+    assert reasoning.fingerprint != a.fingerprint  # the server samples: another shape
     mod = ModerationProvider(sdk(lambda r: httpx.Response(500)), "m", policy, 0.5)
     stricter = ModerationProvider(sdk(lambda r: httpx.Response(500)), "m", policy, 0.4)
     assert mod.fingerprint != stricter.fingerprint

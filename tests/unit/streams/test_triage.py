@@ -116,3 +116,20 @@ async def test_the_audit_draw_is_a_function_of_the_post_id(make_settings) -> Non
     again = audited(await Triage(settings, FakeClassifier(), Metrics()).process(posts[::-1]))
     assert first == again
     assert 60 < len(first) < 180  # about 30% of 400
+
+
+class ControversialClassifier(FakeClassifier):
+    """A guard that allows by the bands but says its own verdict needs the next tier."""
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification | ClassifierError]:
+        return [Classification({}, 3, p_violation=0.2, escalate="controversial") for _ in texts]
+
+
+async def test_a_guard_escalation_goes_to_tier_2_whatever_the_bands(settings: Settings) -> None:
+    # Scores of {} route to allow; Qwen3Guard's "Controversial" must still escalate.
+    triage = Triage(settings, ControversialClassifier(), Metrics())
+    result = await triage.process([msg(post("a", "p=0.01 hmm"), 0)])
+    assert [r.topic for r in result.records] == [settings.topics.escalations]
+    escalation = json.loads(result.records[0].value)
+    assert (escalation["reason"], escalation["p_violation"]) == ("controversial", 0.2)
+    assert (result.verdicts, result.escalated) == (0, 1)

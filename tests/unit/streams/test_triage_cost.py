@@ -46,6 +46,9 @@ def test_encode_verdict_writes_what_the_verdict_model_writes() -> None:
     assert json.loads(fast) == json.loads(encode(Verdict(**fields)))  # type: ignore[arg-type]
     assert list(json.loads(fast)) == list(json.loads(encode(Verdict(**fields))))  # type: ignore[arg-type]
     Verdict.model_validate_json(fast)
+    # The model's own JSON (as nested in a review item) has the same fields and order.
+    own = json.loads(Verdict(**fields).model_dump_json())  # type: ignore[arg-type]
+    assert own == json.loads(fast) and list(own) == list(json.loads(fast))
 
 
 async def test_metrics_count_every_post_once_per_batch(settings: Settings) -> None:
