@@ -73,6 +73,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m tests.ops.manifests
+	$(BIN)/python -m tests.ops.sizes
 
 # The docs site (MkDocs Material, the `docs` extra): the reference pages are generated from
 # the code first; --strict fails on a broken link, anchor or nav entry.

@@ -130,9 +130,9 @@ class DsaDatabaseServer:
         fault = await self._fault(statements)
         if fault is not None:
             return fault
-        refused = self._errors(statements)
-        if refused:  # all or nothing
-            return web.json_response(refused, status=422)
+        errors = self._errors(statements)
+        if errors:  # all or nothing
+            return web.json_response(errors, status=422)
         return web.json_response({"statements": self._store(statements)}, status=201)
 
     async def one(self, request: web.Request) -> web.Response:

@@ -173,6 +173,11 @@ def test_replay_reports_every_round(tmp_path: Path) -> None:
         text=True,
         cwd=ROOT,
         timeout=400,
+        # A round's bands are calibrated on its ~100 labelled posts, so the held-out
+        # escalation rate moves by several points between runs (0.28 against a room of
+        # 0.22 refused both rounds once in three runs): this test is about the gate being
+        # in the loop, not about the bands' precision.
+        env={**os.environ, "MODPIPE_PROMOTE__ESCALATION_ROOM": "0.15"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rounds = json.loads(out.stdout.splitlines()[-1])["rounds"]
