@@ -85,13 +85,20 @@ async def report_lag(
     Never dies of an error: a frozen gauge would silence the lag alert. A failing probe
     is closed and opened again at the next interval.
     """
+    failures = 0
     while True:
         try:
             async with LagProbe(kafka) as probe:
                 while True:
                     for partition, lag in (await probe.lag(group, topic)).items():
                         gauge.labels(group, topic, str(partition)).set(lag)
+                    failures = 0
                     await asyncio.sleep(interval_s)
         except Exception as exc:  # any failure: log, reopen, go on
-            log.warning("consumer lag unavailable group=%s: %r", group, exc)
+            failures += 1
+            # A group coordinator still starting (a new cluster, a broker restart) answers
+            # with a retriable error: a warning only if it is still so one interval later.
+            passing = failures == 1 and getattr(exc, "retriable", False)
+            level = logging.INFO if passing else logging.WARNING
+            log.log(level, "consumer lag unavailable group=%s: %r", group, exc)
         await asyncio.sleep(interval_s)

@@ -95,7 +95,9 @@ def chat_settings(make_settings, wire: OpenAIWireServer, **escalation) -> Settin
 
 
 async def test_repeated_texts_cost_one_call_each(make_settings, wire: OpenAIWireServer) -> None:
-    settings = chat_settings(make_settings, wire)
+    # Generous timeouts: on a loaded machine a 1 s timeout fired on calls the server
+    # answered, and a timed-out holder hands its text to a waiter, which asks again.
+    settings = chat_settings(make_settings, wire, timeout_s=10.0, deadline_s=30.0)
     rng = random.Random(3)
     distinct = [f"post number {i} {'BLOCK' if i % 4 == 0 else 'fine'}" for i in range(350)]
     texts = distinct + [rng.choice(distinct).upper() + "\u200b " for _ in range(150)]
