@@ -55,12 +55,13 @@ demo: stack-up
 	$(BIN)/modpipe demo
 
 # Three workers on two cores: most integration tests wait on a broker, a session timeout or
-# a server start. A file's tests stay on one worker (tests/conftest.py groups them), so
-# module- and session-scoped servers (vLLM, the secure stack) start once.
+# a server start. A file's tests stay on one worker (--dist loadfile; tests/conftest.py counts
+# tests/vllm as one file), so module- and session-scoped servers (vLLM, the secure stack)
+# start once.
 PYTEST_WORKERS ?= 3
 
 test: stack-up browser prometheus $(VENV)/.finetune vllm-venv
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -95,8 +95,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
-        # Under pytest-xdist's --dist loadgroup: a file's tests run on one worker, so its
-        # module-scoped servers start once, and tests/vllm's on one worker, so its
-        # session-scoped vLLM servers do too.
-        group = "vllm" if "vllm" in item.path.parts else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `--dist loadfile`, tests/vllm counts as one file: its session-scoped vLLM
+    servers then start on one worker only. (xdist_group marks would say the same, but
+    pytest-xdist 3.8 cannot apply them on pytest 9.2, whose items no longer keep `_nodeid`.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndVllm(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/vllm" if path.startswith("tests/vllm/") else path
+
+    return FilesAndVllm(config, log)
