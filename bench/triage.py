@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from classifiers import Classification, Classifier, build_classifier
 from modpipe.core.errors import ClassifierError
 from modpipe.core.kafka import ensure_topics
 from modpipe.core.metrics import Metrics
+from modpipe.core.progress import Progress, no_progress
 from modpipe.core.settings import Settings
 from streams.app import TriageWorker
 
@@ -181,6 +182,33 @@ async def gpu_wire(
             await classifier.aclose()
 
 
+async def _throughputs(
+    bench: Bench, topic: str, n: int, done: Callable[[int], None]
+) -> list[tuple[str, float]]:
+    """Raw aiokafka, a minimal Faust app, triage with the constant classifier under each
+    guarantee, then with the configured one: (name, posts/s) rows, in that order."""
+    out = f"bench-{bench.tag}-raw-out"
+    rows = [("aiokafka-raw", await raw_baseline(bench.bootstrap, topic, out, n))]
+    done(2)
+    rows.append(("faust-minimal", await faust_minimal(bench.variant("minimal", topic), n)))
+    done(3)
+    null = await triage_rate(bench.variant("null", topic), ConstantClassifier(), n)
+    rows.append(("triage-null", null))
+    done(4)
+    at_least_once = bench.variant("null-alo", topic, delivery={"guarantee": "at_least_once"})
+    null_alo = await triage_rate(at_least_once, ConstantClassifier(), n)
+    rows.append(("triage-null-at-least-once", null_alo))
+    done(5)
+    cfg = bench.variant("model", topic)
+    classifier = build_classifier(cfg)
+    try:
+        rows.append((f"triage-{cfg.classifier.backend}", await triage_rate(cfg, classifier, n)))
+    finally:
+        await classifier.aclose()
+    done(6)
+    return rows
+
+
 async def run(
     base: Settings,
     config_path: Path | None,
@@ -192,33 +220,28 @@ async def run(
     gpu_posts: int,
     gpu_latency_s: float,
     gpu_rate: float,
+    progress: Progress = no_progress,
 ) -> tuple[dict[str, Any], list[tuple[str, float]]]:
     """Every figure of one run: the JSON report, and the throughput rows for the table."""
     bench = Bench(base, config_path, batch)
     topic = f"bench-{bench.tag}-posts"
+
+    def done(step: int) -> None:
+        progress("bench", step, 9)
+
     await ensure_topics(base.kafka, [topic], PARTITIONS)
     await publish_all(bench.bootstrap, topic, posts(posts_n))
-    rows: list[tuple[str, float]] = []
-    raw = await raw_baseline(bench.bootstrap, topic, f"bench-{bench.tag}-raw-out", posts_n)
-    rows.append(("aiokafka-raw", raw))
-    rows.append(("faust-minimal", await faust_minimal(bench.variant("minimal", topic), posts_n)))
-    null = await triage_rate(bench.variant("null", topic), ConstantClassifier(), posts_n)
-    rows.append(("triage-null", null))
-    at_least_once = bench.variant("null-alo", topic, delivery={"guarantee": "at_least_once"})
-    null_alo = await triage_rate(at_least_once, ConstantClassifier(), posts_n)
-    rows.append(("triage-null-at-least-once", null_alo))
-    cfg = bench.variant("model", topic)
-    classifier = build_classifier(cfg)
-    try:
-        model = await triage_rate(cfg, classifier, posts_n)
-    finally:
-        await classifier.aclose()
-    rows.append((f"triage-{cfg.classifier.backend}", model))
+    done(1)
+    rows = await _throughputs(bench, topic, posts_n, done)
+    raw, _, null, null_alo, model = (posts_per_s for _, posts_per_s in rows)
     gpu = await gpu_wire(bench, topic, gpu_posts, 4, gpu_latency_s, gpu_rate)
+    done(7)
     gpu_serial = await gpu_wire(bench, topic, gpu_posts, 1, gpu_latency_s, gpu_rate)
     rows.append(("gpu-wire", gpu))
     rows.append(("gpu-wire-serial", gpu_serial))
+    done(8)
     latency, rss = await steady_latency(bench, rate, seconds)
+    done(9)
     report = {
         "posts": posts_n,
         "batch_max": batch,

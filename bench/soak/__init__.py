@@ -51,11 +51,13 @@ from bench.soak.report import report
 from bench.soak.stack import BIG, CONFIG, SoakStack, Supervisor, free_port
 from bench.soak.traffic import Ledger, add_reviewer, publish, review_items, tally
 from bench.stand_ins import openai_wire_server
+from modpipe.cli.progress import progress_bars
 from modpipe.core.kafka import (
     ensure_pipeline_topics,
     ensure_topics,
 )
 from modpipe.core.probes import consumer_lag
+from modpipe.core.progress import Progress
 from modpipe.core.settings import Settings, load_settings
 
 
@@ -130,16 +132,18 @@ async def play(
     events: list[tuple[float, str, str]],
     supervisor: Supervisor,
     stack: SoakStack,
-    redis_restart: str,
+    args: argparse.Namespace,
     publisher: asyncio.Task[float],
     happened: list[tuple[float, str]],
     start: float,
+    progress: Progress,
 ) -> dict[str, asyncio.Task[float]]:
     """Kill and restart on schedule (seconds from `start`) while the publisher runs; the
     outages' tasks."""
     outages: dict[str, asyncio.Task[float]] = {}
     while not publisher.done():
         now = time.monotonic() - start
+        progress("soak (seconds of publishing)", int(min(now, args.duration)), int(args.duration))
         while events and events[0][0] <= now:
             at, what, who = events.pop(0)
             print(f"  {at:6.1f}s {what} {who}", flush=True)
@@ -149,7 +153,7 @@ async def play(
             elif who == "broker":  # a task: the supervisor keeps watching meanwhile
                 outages[who] = asyncio.create_task(stack.restart_broker())
             else:
-                outages[who] = asyncio.create_task(stack.restart_redis(redis_restart))
+                outages[who] = asyncio.create_task(stack.restart_redis(args.redis_restart))
         supervisor.poll()
         await asyncio.sleep(0.2)
     return outages
@@ -169,7 +173,7 @@ async def backlogs(settings: Settings) -> dict[str, int]:
     return backlog
 
 
-async def soak(args: argparse.Namespace, frontier_url: str) -> int:
+async def soak(args: argparse.Namespace, frontier_url: str, progress: Progress) -> int:
     tag = uuid.uuid4().hex[:6]
     stack = SoakStack(args.port, args.redis_port)
     supervisor: Supervisor | None = None
@@ -201,9 +205,7 @@ async def soak(args: argparse.Namespace, frontier_url: str) -> int:
             review_items(f"http://127.0.0.1:{console_port}", ledger, start, stop_reviewing)
         )
         publisher = asyncio.create_task(publish(settings, ledger, args, tag, start + args.duration))
-        outages = await play(
-            events, supervisor, stack, args.redis_restart, publisher, happened, start
-        )
+        outages = await play(events, supervisor, stack, args, publisher, happened, start, progress)
         rate = publisher.result()
         down = {who: await task for who, task in outages.items()}
         print(f"published {ledger.published} at {rate:.0f}/s; draining", flush=True)
@@ -266,7 +268,8 @@ def main() -> int:
     )
     server.start()
     try:
-        return asyncio.run(soak(args, parent.recv()))
+        with progress_bars() as progress:  # on stderr, and only on a terminal
+            return asyncio.run(soak(args, parent.recv(), progress))
     finally:
         server.terminate()
         server.join(10)

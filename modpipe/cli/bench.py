@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modpipe.cli.progress import progress_bars
 from modpipe.core.errors import ConfigError
 from modpipe.core.settings import Settings
 
@@ -38,19 +39,21 @@ def load_bench() -> ModuleType:
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     triage = load_bench()
-    report, rows = asyncio.run(
-        triage.run(
-            settings,
-            args.config,
-            posts_n=args.posts,
-            batch=args.batch,
-            rate=args.rate,
-            seconds=args.seconds,
-            gpu_posts=args.gpu_posts,
-            gpu_latency_s=args.gpu_latency_ms / 1000,
-            gpu_rate=args.gpu_rate,
+    with progress_bars() as progress:  # on stderr, and only on a terminal
+        report, rows = asyncio.run(
+            triage.run(
+                settings,
+                args.config,
+                posts_n=args.posts,
+                batch=args.batch,
+                rate=args.rate,
+                seconds=args.seconds,
+                gpu_posts=args.gpu_posts,
+                gpu_latency_s=args.gpu_latency_ms / 1000,
+                gpu_rate=args.gpu_rate,
+                progress=progress,
+            )
         )
-    )
     if args.json:
         print(json.dumps(report))
         return 0

@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from modpipe.cli.progress import progress_bars
 from modpipe.core.errors import ConfigError
 from modpipe.core.settings import Settings
 
@@ -23,7 +24,8 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--from {args.start} is after --to {args.end}")
     if settings.policy.dsa is None:
         raise ConfigError("the policy file has no `dsa` mapping: the report needs one")
-    history = asyncio.run(collect(settings))
+    with progress_bars() as progress:  # on stderr, and only on a terminal
+        history = asyncio.run(collect(settings, progress=progress))
     report = compute(history, args.start, args.end, settings.policy)
     out = args.out or Path(f"transparency-{args.start}-{args.end}")
     for path in write(report, out):

@@ -40,6 +40,7 @@ from modpipe.compliance.statements import (
 from modpipe.core import dsa
 from modpipe.core.errors import StackError
 from modpipe.core.kafka import client_options, topic_partitions
+from modpipe.core.progress import Progress, no_progress
 from modpipe.core.records import Verdict
 from modpipe.core.settings import Policy, Settings
 from modpipe.core.stats import clopper_pearson_interval
@@ -267,7 +268,9 @@ def _part8(tables: dict[str, Any], figures: dict[str, Any], history: History,
     figures["audited"] = sum(sum(confusion[k].values()) for k in confusion if k[2] == "total")
 
 
-async def collect(settings: Settings, timeout_s: float = 120.0) -> History:
+async def collect(
+    settings: Settings, timeout_s: float = 120.0, progress: Progress = no_progress
+) -> History:
     """Every committed record on the five topics, read from the beginning to the end now."""
     t = settings.topics
     kinds = {
@@ -291,11 +294,14 @@ async def collect(settings: Settings, timeout_s: float = 120.0) -> History:
         reader.assign(parts)
         await reader.seek_to_beginning(*parts)
         ends = await reader.end_offsets(parts)
+        total, read = sum(ends.values()), 0  # offsets, transaction markers included
         deadline = time.monotonic() + timeout_s
         while [tp for tp in parts if await reader.position(tp) < ends[tp]]:
             if time.monotonic() > deadline:
                 raise StackError(f"could not read the topics to their end in {timeout_s:g}s")
             for tp, records in (await reader.getmany(timeout_ms=500)).items():
+                read += len(records)
+                progress("records read", min(read, total), total)
                 for r in records:
                     try:
                         value = json.loads(r.value or b"")

@@ -192,6 +192,8 @@ async def test_escalator_killed_with_calls_in_flight_asks_no_post_twice(
             procs[-1].wait()
             await out.settle()
             published = set(out.verdicts)  # committed before the kill
+            # The server counts a call when it answers: let the dead worker's calls end.
+            await wait_until(lambda: wire.in_flight == 0, 30, "the killed worker's calls")
             asked = {text for text, n in wire.calls.items() if n}
             assert len(out.verdicts) < n, "killed too late to prove anything"
             restarted = subprocess.Popen([*CMD, "escalator", "--idle-exit", "5"], env=env)
