@@ -142,6 +142,10 @@ def _stop(service: Service, timeout_s: float) -> None:
         if recorded_pid(service) is not None:
             log.warning("%s pid=%d ignored SIGTERM; killing it", service.name, pid)
             os.kill(pid, signal.SIGKILL)
+            # Gone before we return: a restart must not find its port or data dir held.
+            deadline = time.monotonic() + 10
+            while recorded_pid(service) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
     service.pid_file.unlink(missing_ok=True)
 
 
