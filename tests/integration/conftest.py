@@ -98,7 +98,13 @@ class Outputs:
 
     async def __aenter__(self) -> Outputs:
         await ensure_pipeline_topics(self._settings)
-        parts = await topic_partitions(self._settings.kafka, [*self._kinds, self._dlq])
+        names = {*self._kinds, self._dlq}
+        parts = await topic_partitions(self._settings.kafka, names)
+        # On a cluster, the broker asked may not know a topic created a moment ago yet.
+        deadline = time.monotonic() + 30
+        while {tp.topic for tp in parts} != names and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            parts = await topic_partitions(self._settings.kafka, names)
         await self._consumer.start()
         self._consumer.assign(parts)
         await self._consumer.seek_to_end(*parts)
