@@ -797,6 +797,24 @@ KINDS: list[Kind] = [
         value(lambda p: js(post(p, text="\u00b4" * 30_000), ensure_ascii=False)),
     ),
     Kind(
+        "marks-on-ideographs",
+        "cost",
+        "12,000 CJK ideographs, each with a combining acute (NFKC's slow composition, each)",
+        "decided",
+        value(lambda p: js(post(p, text="\u6f22\u0301" * 12_000), ensure_ascii=False)),
+    ),
+    Kind(
+        "runs-between-zero-widths",
+        "cost",
+        "3,000 runs of 8 combining marks, each after a zero-width space (one run without them)",
+        "decided",
+        value(
+            lambda p: js(
+                post(p, text="a" + ("\u200b" + "\u0301\u0316" * 4) * 3_000), ensure_ascii=False
+            )
+        ),
+    ),
+    Kind(
         "astral-marks",
         "cost",
         "a text of 15,000 combining marks above U+FFFF on one letter",

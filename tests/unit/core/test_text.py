@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 
 from escalation.cache import cache_key
 from modpipe.core.text import (
@@ -61,14 +63,27 @@ def test_the_ascii_fast_path_gives_the_general_output() -> None:
 
 def _reference(text: str) -> str:
     """`normalize` as the rules say, one obvious step after another (slow on hostile text)."""
+    import re
     import unicodedata
 
-    from modpipe.core.text import _CUT_RUN, _ZERO_WIDTH, _tables
+    from modpipe.core.unicode_tables import ZERO_WIDTH, classes
 
-    tables = _tables()
-    text = tables.long_run.sub(_CUT_RUN, text)
-    text = unicodedata.normalize("NFKC", text.translate(tables.keep))
-    return " ".join(_ZERO_WIDTH.sub("", text).casefold().split())
+    c = classes()
+    text = re.sub(f"[{ZERO_WIDTH}]", "", text)
+    text = "".join(
+        chr(c.keep[ord(x)]) if ord(x) in c.keep else c.compat.get(ord(x), x) for x in text
+    )
+    text = _long_run().sub("\\1\u034f", text)  # U+034F after every 8 marks: UAX #15's cut
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+@functools.cache
+def _long_run() -> re.Pattern[str]:
+    from modpipe.core.unicode_tables import char_class, classes
+
+    marks = classes().marks
+    mark = f"(?:{char_class(marks, 0, 0xFFFF)}|{char_class(marks, 0x10000)})"
+    return re.compile(f"({mark}{{8}})(?={mark})")
 
 
 _HOSTILE = (
@@ -94,6 +109,75 @@ def test_the_fast_passes_give_the_reference_output() -> None:
             c for c in unicodedata.normalize("NFKD", norm) if not unicodedata.combining(c)
         )
         assert fold_homoglyphs(norm) == fold_homoglyphs(plain), repr(norm)
+
+
+def test_every_character_in_every_context_gives_the_reference_output() -> None:
+    # The fast paths decide by character class (nothing to do, a change to translate, a
+    # mark or a composing character, a run no composition touches): each BMP character,
+    # and every astral one the classes name, after a letter that composes, before marks,
+    # and inside a long CJK run, which NFKC sees in pieces.
+    from modpipe.core.unicode_tables import classes
+
+    c = classes()
+    astral = {cp for cp in [*c.marks, *c.composes, *c.firsts, *c.keep, *c.compat] if cp > 0xFFFF}
+    ideographs = "\u65e5\u672c\u8a9e" * 4
+    for cp in [*range(0xD800), *range(0xE000, 0x10000), *sorted(astral), 0x1F600, 0xF0000]:
+        char = chr(cp)
+        for text in (
+            f"e{char}\u0301",
+            f"{char}\u0316\u0301",
+            f"{ideographs}{char}{ideographs}\u0301",
+            f"{ideographs}{char}\u0323\u0308",
+        ):
+            assert normalize(text) == _reference(text), f"U+{cp:04X}"
+
+
+def test_long_runs_of_marks_are_cut_as_the_reference_cuts_them() -> None:
+    # Runs of marks from every source: marks, letters that decompose to a letter and
+    # marks, compatibility characters that become marks, zero-width characters between.
+    import random
+
+    rng = random.Random(22)
+    marks = "\u0301\u0316\u0308\u0323\u05b0\u0e48\U0001d165\U0001e8d1\u0344\u0f73"
+    others = "\u01d8\u1e69\u00e9ae\u200b\u200d\u00a0\u00b4\u1fed\u0390\u65e5 "
+    alphabet = list(marks) * 6 + list(others)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+        assert normalize(text) == _reference(text), ascii(text)
+
+
+def test_a_long_text_with_few_changes_gives_the_reference_output() -> None:
+    # Runs of changes translated one by one, and the whole text when they are many.
+    import random
+
+    rng = random.Random(21)
+    plain = [chr(c) for c in range(0x20, 0x800)] + ["\u65e5", "\u672c", "\u3042", " "] * 50
+    for _ in range(300):
+        text = [rng.choice(plain) for _ in range(rng.randint(100, 600))]
+        for _ in range(rng.randint(1, 40)):
+            text.insert(rng.randrange(len(text)), rng.choice(_HOSTILE))
+        assert normalize("".join(text)) == _reference("".join(text))
+
+
+def test_fold_is_nfkd_with_marks_dropped_and_look_alikes_mapped() -> None:
+    # One table lookup per character is the two passes it replaces, for every character.
+    import unicodedata
+
+    from modpipe.core.unicode_tables import HOMOGLYPHS, classes
+
+    drop = {cp: None for cp in classes().combining} | HOMOGLYPHS
+    for cp in [*range(0x80, 0xD800), *range(0xE000, 0x30000)]:
+        text = normalize(f"a{chr(cp)}\u0301b")  # what the folds are given
+        assert fold_homoglyphs(text) == unicodedata.normalize("NFKD", text).translate(drop), (
+            f"U+{cp:04X}"
+        )
+
+
+def test_zero_width_characters_and_spacing_accents() -> None:
+    # Zero-width characters go before NFKC: one between a letter and its mark hides nothing.
+    assert normalize("caf\u00e9") == normalize("cafe\u200b\u0301") == "caf\u00e9"
+    # A spacing accent stays one character (its NFKC, a space then a mark, splits words).
+    assert len(normalize("don\u00b4t")) == 5 and " " not in normalize("don\u00b4t")
 
 
 def test_no_character_grows_many_fold_or_recomposes_slowly() -> None:
