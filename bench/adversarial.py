@@ -94,6 +94,12 @@ _TEXT_KINDS: list[tuple[str, str, str]] = [
     ("variation-selectors", "\u2764\ufe0f", ""),
     ("bidi-controls", "\u202eabc\u202c", ""),
     ("tag-characters", "\U000e0067\U000e0062", ""),
+    ("casefold-decomposing", "\u0390", ""),  # folds to 3 characters: iota and two marks
+    ("casefold-dotted-i", "\u0130", ""),  # folds to i and a mark that nothing composes
+    ("casefold-sharp-s", "Stra\u00dfe ", ""),
+    ("casefold-mark-to-letter", "\u0345", "a"),  # a mark that folds to iota, a letter
+    ("hebrew-points", "\u05e9\u05c1\u05bc", ""),  # two marks on a letter, out of order
+    ("arabic-harakat", "\u0628\u064e\u0651", ""),
     ("scripts-mixed", "a\u0430\u03b1\u05d0\u0627\u0915\u0e01\u3042\u4e00\uac00", ""),
 ]
 

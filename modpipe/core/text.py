@@ -13,11 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import unicodedata
 
-from modpipe.core.unicode_tables import MAX_NONSTARTERS, ORDINARY_COMPAT, Tables, tables
-
-_NFKC = functools.partial(unicodedata.normalize, "NFKC")
+from modpipe.core.unicode_tables import MAX_NONSTARTERS, Tables, tables
 
 # Digits and symbols that stand in for letters. Applied after `normalize`, on lower case.
 # Punctuation that ends words (!, |, +) is left alone: folding it would break word boundaries.
@@ -50,14 +47,13 @@ def normalize(text: str) -> str:
       least 3 times their UTF-8 size (U+3300, a squared katakana word), several
       characters from U+3000 up (U+3310), marks only (U+0F73) or a space then marks (a
       spacing accent, U+00B4) stay themselves, as private-use characters of their own;
-    - every other compatibility character is replaced by its NFKC first (one translate
-      over a list), so that a single one does not send the whole text down CPython's slow
-      NFKC path; the result is the same (tests/unit/core/test_text.py checks it);
     - Unicode's canonical reordering sorts each run of combining marks, quadratic in the
-      run's length, so runs are cut every 8 marks by U+034F (the Stream-Safe Text Format
-      of UAX #15);
-    - long runs of characters no composition can touch (a CJK text's ideographs) are
-      left out of NFKC, whose composition step costs ~0.15 µs for each of them.
+      run's length (in ICU as in CPython), so runs are cut every 8 marks by U+034F (the
+      Stream-Safe Text Format of UAX #15);
+    - NFKC is ICU's, CPython's to the character (see `modpipe.core.unicode_tables`);
+    - the 26 characters whose full case folding is decomposed (U+0390 folds to 3
+      characters) fold to its composed form (NFC), so a text of them costs the folds
+      after it no more than the characters did.
     """
     if text.isascii():  # NFKC leaves ASCII alone, and it has no zero-width characters
         return " ".join(text.lower().split())  # str.split splits on exactly what `\s` matches
@@ -65,28 +61,22 @@ def normalize(text: str) -> str:
     astral = _has_astral(text)
     if t.unstable.search(text) or (astral and t.unstable_astral.search(text)):
         text = _nfkc(t, text, astral)
-    return _collapse_spaces(text.casefold())
+    folded = text.casefold()
+    if len(folded) != len(text) and t.case_decomposes.search(text):
+        for char, decomposed, composed in t.case_compositions:
+            if char in text:
+                folded = folded.replace(decomposed, composed)
+    return _collapse_spaces(folded)
 
 
 def _nfkc(t: Tables, text: str, astral: bool) -> str:
-    text = _translate_changes(t, text, astral)
-    if not t.composing.search(text):
-        return _NFKC(text)  # its quick check passes: nothing left to compose or reorder
+    nfkc = t.nfkc
+    if (t.ours_astral if astral else t.ours).search(text):
+        text = text.translate(t.before_nfkc)
+        nfkc = t.nfkc_known  # ~8 µs per KB more: only where a character may need it
     runs = t.maybe_run_astral if astral else t.maybe_run
     text = runs.sub(functools.partial(_cut_runs, t), text)
-    return "".join(map(_NFKC, t.passive_run.split(text)))
-
-
-def _translate_changes(t: Tables, text: str, astral: bool) -> str:
-    """Zero-width characters removed, compatibility characters to their NFKC, kept ones
-    to their private use: `str.replace` for the typography of ordinary text (a few ns per
-    KB each), one `str.translate` (~35 ns a character) for anything else."""
-    for char, nfkc in ORDINARY_COMPAT:
-        if char in text:
-            text = text.replace(char, nfkc)
-    if (t.changes_astral if astral else t.changes).search(text):
-        text = text.translate(t.to_nfkc)
-    return text
+    return str(nfkc.normalize(text))
 
 
 def _has_astral(text: str) -> bool:
@@ -107,14 +97,18 @@ def _collapse_spaces(text: str) -> str:
 def _cut_runs(t: Tables, span: re.Match[str]) -> str:
     """A run found by a superset pattern, cut every MAX_NONSTARTERS marks."""
     run = span[0]
-    if not _has_astral(run):  # BMP marks only: slices (a regex match a cut costs ~1 µs)
-        step = MAX_NONSTARTERS
-        return "\u034f".join([run[i : i + step] for i in range(0, len(run), step)])
-    # Astral characters, marks or not: on a copy where astral marks are one BMP mark
-    # (character for character), a bitmap class finds the cuts.
-    shadow = run.translate(t.mark_shadow)
-    cuts = [match.end() for match in t.cut_after.finditer(shadow)]
-    return "\u034f".join([run[i:j] for i, j in zip([0, *cuts], [*cuts, len(run)], strict=True)])
+    if _has_astral(run):
+        # Astral characters, marks or not: on a copy where astral marks are one BMP mark
+        # (character for character), bitmap classes tell the marks.
+        shadow = run.translate(t.mark_shadow)
+        if t.not_a_mark.search(shadow):
+            cuts = [match.end() for match in t.cut_after.finditer(shadow)]
+            return "\u034f".join(
+                [run[i:j] for i, j in zip([0, *cuts], [*cuts, len(run)], strict=True)]
+            )
+    # Marks only: slices (a regex match a cut costs ~1 µs, 50 µs per KB of marks).
+    step = MAX_NONSTARTERS
+    return "\u034f".join([run[i : i + step] for i in range(0, len(run), step)])
 
 
 def fold_leetspeak(text: str) -> str:
@@ -130,6 +124,9 @@ def fold_homoglyphs(text: str) -> str:
     if text.isascii():
         return text
     t = tables()
+    for sequence, folded in t.fold_sequences:
+        if sequence[-1] in text:
+            text = text.replace(sequence, folded)
     if not t.foldable.search(text):
         return text
     return text.translate(t.fold)  # NFKD and the fold, character by character
