@@ -11,10 +11,15 @@ fetch rather than once per message, and Faust's commit timer commits the first u
 run of acked offsets per partition, so the handler's owner must ack in offset order,
 without holes.
 
+It also makes the consumer read at read_committed: Faust does only under its own
+exactly-once mode, which modpipe does not use (it owns its transactions), and a post that
+a platform published in a transaction it then aborted must never be triaged.
+
 Every Faust internal modpipe touches is named in this module and nowhere else (the
-consumer members in INTERNALS and ATTRIBUTES, and Faust's `ack_lock`); `check_internals`
-refuses any other faust-streaming version or a changed internal at start, and
-tests/unit/streams/test_delivery.py fails when one of them changes.
+consumer members in INTERNALS and ATTRIBUTES, the consumer thread's in THREAD_INTERNALS,
+and Faust's `ack_lock`); `check_internals` refuses any other faust-streaming version or a
+changed internal at start, and tests/unit/streams/test_delivery.py fails when one of them
+changes.
 """
 
 from __future__ import annotations
@@ -50,7 +55,13 @@ INTERNALS: dict[str, str] = {
     "ack": "5fcf41cf45153475",  # `ack` below does the same, for many offsets at once
     "_new_offset": "1d2c7ea89a7ad4f1",  # commits from what `ack` records
 }
+# The consumer thread's: it builds the aiokafka consumer, whose isolation level is set
+# before it starts (aiokafka's `_isolation_level`, read by `start`).
+THREAD_INTERNALS: dict[str, str] = {
+    "_create_worker_consumer": "c2701bfc3e6f6cad",
+}
 ATTRIBUTES = (
+    "_thread",
     "_read_offset",
     "_buffered_partitions",
     "_n_acked",
@@ -96,6 +107,13 @@ def check_internals(consumer: Any) -> None:
     missing = [a for a in ATTRIBUTES if not hasattr(consumer, a)]
     if missing:
         raise FaustInternalsChanged(f"faust Consumer lacks {missing}: re-read streams/delivery.py")
+    for name, digest in THREAD_INTERNALS.items():
+        found = source_digest(getattr(type(consumer._thread), name, None))
+        if found != digest:
+            raise FaustInternalsChanged(
+                f"faust ConsumerThread.{name} changed (source digest {found}, expected "
+                f"{digest}): streams/delivery.py must be re-read against the installed Faust"
+            )
 
 
 def source_digest(member: object) -> str:
@@ -119,6 +137,18 @@ def install_bulk_delivery(app: faust.App, handler: Handler) -> None:
 
     # An instance attribute shadows the method the Fetcher service calls.
     consumer._drain_messages = drain  # type: ignore[attr-defined]
+    _read_committed(consumer._thread)  # type: ignore[attr-defined]
+
+
+def _read_committed(thread: Any) -> None:
+    create = thread._create_worker_consumer
+
+    def create_read_committed(transport: Any) -> Any:
+        kafka_consumer = create(transport)
+        kafka_consumer._isolation_level = "read_committed"
+        return kafka_consumer
+
+    thread._create_worker_consumer = create_read_committed
 
 
 def ack(app: faust.App, fetched: Fetched) -> None:

@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from classifiers import Classification, Classifier, build_classifier
 from modpipe.cli.produce import publish
 from modpipe.core.errors import ClassifierError
-from modpipe.core.kafka import consumer_options
+from modpipe.core.kafka import client_options, consumer_options
 from modpipe.core.metrics import Metrics
 from modpipe.core.probes import LagProbe, consumer_lag
 from modpipe.core.settings import Settings
@@ -280,3 +280,27 @@ async def test_produce_from_stdin_reaches_the_worker(settings: Settings, outputs
     await outputs.settle()
     assert outputs.decided() == ids(20)
     assert [base64.b64decode(d["value_b64"]) for d in outputs.dead_letters] == [b"not json"]
+
+
+async def test_posts_of_an_aborted_transaction_are_never_triaged(
+    settings: Settings, outputs: Outputs
+) -> None:
+    # A platform that publishes its posts in transactions: what it aborted is not a post.
+    platform = AIOKafkaProducer(
+        **client_options(settings.kafka), transactional_id=f"{settings.app_id}-platform"
+    )
+    await platform.start()
+    try:
+        for values, commit in ((posts(10), False), (posts(10, start=10), True)):
+            await platform.begin_transaction()
+            for value in values:
+                await platform.send_and_wait(settings.topics.posts, value, key=value[:16])
+            await (platform.commit_transaction() if commit else platform.abort_transaction())
+    finally:
+        await platform.stop()
+    worker = TriageWorker(settings, build_classifier(settings), Metrics())
+    committed = ids(20) - ids(10)
+    code = await run_until(worker, lambda: outputs.decided() >= committed, "10 posts decided")
+    assert code == 0
+    await outputs.settle()
+    assert outputs.decided() == committed, "a post of the aborted transaction was triaged"

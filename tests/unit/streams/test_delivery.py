@@ -9,7 +9,14 @@ from typing import Any
 import faust
 import pytest
 
-from streams.delivery import FAUST_VERSION, INTERNALS, FaustInternalsChanged, check_internals
+from streams.delivery import (
+    FAUST_VERSION,
+    INTERNALS,
+    THREAD_INTERNALS,
+    FaustInternalsChanged,
+    check_internals,
+    install_bulk_delivery,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,3 +42,22 @@ def test_a_changed_internal_is_refused(consumer: Any, name: str) -> None:
     consumer.__class__ = changed
     with pytest.raises(FaustInternalsChanged, match=name):
         check_internals(consumer)
+
+
+@pytest.mark.parametrize("name", sorted(THREAD_INTERNALS))
+def test_a_changed_thread_internal_is_refused(consumer: Any, name: str) -> None:
+    thread = consumer._thread
+    thread.__class__ = type("Changed", (type(thread),), {name: lambda self, *a: None})
+    with pytest.raises(FaustInternalsChanged, match=name):
+        check_internals(consumer)
+
+
+async def test_the_consumer_faust_builds_reads_committed_records_only(consumer: Any) -> None:
+    async def handler(fetched: Any) -> None: ...
+
+    install_bulk_delivery(consumer.app, handler)
+    kafka_consumer = consumer._thread._create_worker_consumer(consumer.transport)
+    try:
+        assert kafka_consumer._isolation_level == "read_committed"
+    finally:
+        await kafka_consumer.stop()
