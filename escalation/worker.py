@@ -188,10 +188,12 @@ class EscalationWorker:
                 last_commit = time.monotonic()
             if max_posts is not None and self.processed >= max_posts:
                 return
+            # Idle counts from the first assignment: a restart may wait a session timeout
+            # for a crashed member's partitions.
             if (
                 idle_exit is not None
-                and self.ready.is_set()  # from the first assignment: a restart may wait a
-                and not self._tasks  # session timeout for a crashed member's partitions
+                and self.ready.is_set()
+                and not self._tasks
                 and (time.monotonic() - self.last_input > idle_exit)
             ):
                 log.info("idle for %.1fs; stopping", idle_exit)

@@ -95,6 +95,12 @@ async def stack_up(
     if recorded_pid(redis_service) is None and not await _reachable(
         redis_service, settings, layout
     ):
+        if port_open(redis_service.address):  # refused our password, or is no Redis
+            raise StackError(
+                f"{redis_service.address} is taken by a server this stack did not start "
+                "(another stack's Redis, or one left over, with another password): stop "
+                "it, or give this stack another port (stack.redis_port)"
+            )
         await asyncio.to_thread(start_redis, settings, redis_service, files)
     progress("starting the local stack", 1, steps)
     for node, kafka in enumerate(kafkas, start=1):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from modpipe.core.settings import load_settings
+from modpipe.stack.processes import port_open
 from tests.conftest import CONFIG
 
 
@@ -55,3 +58,32 @@ def test_second_stack_up_status_down(tmp_path: Path) -> None:
     assert after.returncode == 1 and after.stdout.count(" down ") == 2
     # The shared stack the other tests use is untouched.
     assert stack("status", {**os.environ}).returncode == 0
+
+
+def test_a_port_taken_by_another_redis_is_named(tmp_path: Path) -> None:
+    # A Redis left over on the stack's port, with a password this stack does not know: `up`
+    # says the port is taken, not that Redis refused the password.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stranger = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--requirepass", "not-ours", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open(f"127.0.0.1:{port}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = {
+            **os.environ,
+            "MODPIPE_STACK__HOME": str(tmp_path),
+            "MODPIPE_KAFKA__BOOTSTRAP": "127.0.0.1:19093",
+            "MODPIPE_STACK__REDIS_PORT": str(port),
+        }
+        up = stack("up", env)
+        assert up.returncode != 0
+        assert f"127.0.0.1:{port} is taken by a server this stack did not start" in up.stderr
+        assert "refused the password" not in up.stderr
+    finally:
+        stranger.terminate()
+        stranger.wait(10)
