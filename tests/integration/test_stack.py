@@ -66,6 +66,12 @@ def test_a_port_taken_by_another_redis_is_named(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "MODPIPE_STACK__HOME": str(tmp_path),
+        "MODPIPE_KAFKA__BOOTSTRAP": "127.0.0.1:19492",  # never started: up stops first
+        "MODPIPE_STACK__REDIS_PORT": str(port),
+    }
     stranger = subprocess.Popen(
         ["redis-server", "--port", str(port), "--requirepass", "not-ours", "--save", ""],
         stdout=subprocess.DEVNULL,
@@ -74,16 +80,11 @@ def test_a_port_taken_by_another_redis_is_named(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while not port_open(f"127.0.0.1:{port}") and time.monotonic() < deadline:
             time.sleep(0.05)
-        env = {
-            **os.environ,
-            "MODPIPE_STACK__HOME": str(tmp_path),
-            "MODPIPE_KAFKA__BOOTSTRAP": "127.0.0.1:19093",
-            "MODPIPE_STACK__REDIS_PORT": str(port),
-        }
         up = stack("up", env)
         assert up.returncode != 0
         assert f"127.0.0.1:{port} is taken by a server this stack did not start" in up.stderr
         assert "refused the password" not in up.stderr
     finally:
+        stack("down", env)
         stranger.terminate()
         stranger.wait(10)
