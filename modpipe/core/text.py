@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import unicodedata
 
 from modpipe.core.unicode_tables import MAX_NONSTARTERS, Tables, tables
 
@@ -45,8 +46,9 @@ def normalize(text: str) -> str:
     - zero-width characters go first, so none can keep a mark from its letter;
     - the few characters whose compatibility form is long (U+FDFA is 18 characters), at
       least 3 times their UTF-8 size (U+3300, a squared katakana word), several
-      characters from U+3000 up (U+3310), marks only (U+0F73) or a space then marks (a
-      spacing accent, U+00B4) stay themselves, as private-use characters of their own;
+      characters from U+3000 up (U+3310), marks only (U+0F73) or a space or tatweel then
+      marks (spacing clones of marks: U+00B4, U+FE77) stay themselves, as private-use
+      characters of their own;
     - Unicode's canonical reordering sorts each run of combining marks, quadratic in the
       run's length (in ICU as in CPython), so runs are cut every 8 marks by U+034F (the
       Stream-Safe Text Format of UAX #15);
@@ -76,7 +78,10 @@ def _nfkc(t: Tables, text: str, astral: bool) -> str:
         nfkc = t.nfkc_known  # ~8 µs per KB more: only where a character may need it
     runs = t.maybe_run_astral if astral else t.maybe_run
     text = runs.sub(functools.partial(_cut_runs, t), text)
-    return str(nfkc.normalize(text))
+    try:
+        return str(nfkc.normalize(text))
+    except UnicodeEncodeError:  # a lone surrogate, which ICU cannot take (posts cannot hold
+        return unicodedata.normalize("NFKC", text)  # one: the decoder refuses them)
 
 
 def _has_astral(text: str) -> bool:
@@ -115,7 +120,12 @@ def fold_leetspeak(text: str) -> str:
     """`normalize`d text with the digits and symbols that stand in for letters replaced."""
     # Every character it maps is ASCII, and UTF-8 never puts an ASCII byte inside a
     # longer character: one bytes.translate whatever the text.
-    return text.encode().translate(_LEET_BYTES).decode()
+    # (A lone surrogate passes as its three bytes: none of them is ASCII either.)
+    return (
+        text.encode("utf-8", "surrogatepass")
+        .translate(_LEET_BYTES)
+        .decode("utf-8", "surrogatepass")
+    )
 
 
 def fold_homoglyphs(text: str) -> str:

@@ -182,6 +182,13 @@ def test_fold_is_nfkd_with_marks_dropped_and_look_alikes_mapped() -> None:
         )
 
 
+def test_a_lone_surrogate_is_normalised_too() -> None:
+    # Posts cannot hold one (the decoder refuses them), but ICU cannot take one at all.
+    for text in ("\ud800e\u0301", "a\udc00\u0316\u0301", "\U0001f600\ud83d\u00e9"):
+        assert normalize(text) == _reference(text)
+        assert fold_for_rules(text) is not None
+
+
 def test_zero_width_characters_and_spacing_accents() -> None:
     # Zero-width characters go before NFKC: one between a letter and its mark hides nothing.
     assert normalize("caf\u00e9") == normalize("cafe\u200b\u0301") == "caf\u00e9"
