@@ -5,9 +5,10 @@ the classes here are what makes it cheap: which characters NFKC may change, whic
 we keep as themselves (their NFKC is long or grows many-fold), which ones reorder.
 
 NFKC itself is ICU's (PyICU): CPython's composes each character after a linear search of
-its table (~0.15 µs a character from U+3000 up, ~0.06 for Cyrillic), ICU's costs 1-5 µs
-per KB on any text. It is restricted to the characters of CPython's Unicode version, the
-one every other step here reads, so the output is CPython's NFKC to the character
+its table (~0.15 µs a character from U+3000 up, ~0.06 for Cyrillic), ICU's costs 1-10 µs
+per KB on any text. Where a text holds a character newer than CPython's Unicode version
+(the one every other step here reads) that ICU's NFKC would change or reorder, it is
+restricted to CPython's characters: the output is CPython's NFKC to the character
 (tests/unit/core/test_text.py checks every code point).
 """
 
