@@ -97,22 +97,20 @@ def check_internals(consumer: Any) -> None:
             f"faust-streaming {installed} is installed; streams/delivery.py relies on "
             f"internals of {FAUST_VERSION}: re-read them and update the pin"
         )
-    for name, digest in INTERNALS.items():
-        found = source_digest(getattr(type(consumer), name, None))
-        if found != digest:
-            raise FaustInternalsChanged(
-                f"faust Consumer.{name} changed (source digest {found}, expected {digest}): "
-                "streams/delivery.py must be re-read against the installed Faust"
-            )
+    _check_digests(type(consumer), INTERNALS, "Consumer")
     missing = [a for a in ATTRIBUTES if not hasattr(consumer, a)]
     if missing:
         raise FaustInternalsChanged(f"faust Consumer lacks {missing}: re-read streams/delivery.py")
-    for name, digest in THREAD_INTERNALS.items():
-        found = source_digest(getattr(type(consumer._thread), name, None))
+    _check_digests(type(consumer._thread), THREAD_INTERNALS, "ConsumerThread")
+
+
+def _check_digests(owner: type, internals: dict[str, str], name: str) -> None:
+    for member, digest in internals.items():
+        found = source_digest(getattr(owner, member, None))
         if found != digest:
             raise FaustInternalsChanged(
-                f"faust ConsumerThread.{name} changed (source digest {found}, expected "
-                f"{digest}): streams/delivery.py must be re-read against the installed Faust"
+                f"faust {name}.{member} changed (source digest {found}, expected {digest}): "
+                "streams/delivery.py must be re-read against the installed Faust"
             )
 
 
@@ -145,6 +143,8 @@ def _read_committed(thread: Any) -> None:
 
     def create_read_committed(transport: Any) -> Any:
         kafka_consumer = create(transport)
+        if not hasattr(kafka_consumer, "_isolation_level"):  # what `start` reads, in aiokafka
+            raise FaustInternalsChanged("aiokafka's consumer has no _isolation_level")
         kafka_consumer._isolation_level = "read_committed"
         return kafka_consumer
 

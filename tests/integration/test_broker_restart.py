@@ -115,11 +115,11 @@ async def test_broker_restart_loses_no_post(own_stack: Settings) -> None:
     async with Outputs(settings) as out:
         await publish(settings.kafka, settings.topics.posts, values[:1500])
         async with both_workers(settings) as tasks:
-            await wait_until(lambda: len(out.verdicts) >= 1, 60, "the first verdicts")
-            started, done_then = time.monotonic(), len(out.verdicts)
+            started = time.monotonic()
             await wait_until(lambda: len(out.verdicts) >= 300, 60, "300 verdicts")
-            # The rate the workers ran at before the outage, measured in this run.
-            rate = (len(out.verdicts) - done_then) / (time.monotonic() - started)
+            # The rate the workers ran at before the outage, measured in this run (from
+            # their start: on a loaded machine the reader may see 300 verdicts at once).
+            rate = len(out.verdicts) / (time.monotonic() - started)
             await restart_kafka(settings)
             await publish(settings.kafka, settings.topics.posts, values[1500:])
             await all_verdicts(out, tasks, 3000)
