@@ -253,7 +253,9 @@ async def test_no_provider_sends_everything_to_review(make_settings) -> None:
 
 
 async def test_slow_calls_run_concurrently(make_settings, wire: OpenAIWireServer) -> None:
-    settings = chat_settings(make_settings, wire, max_in_flight=64)
+    # Generous timeouts: a 1 s timeout firing on a loaded machine retries a call the server
+    # is still answering, and the server then counts 65 at once.
+    settings = chat_settings(make_settings, wire, max_in_flight=64, timeout_s=10.0, deadline_s=30.0)
     wire.behaviour.latency_s = 0.5
     await escalate_all(
         settings, [escalation(f"e{i}", f"text {i}") for i in range(128)], verdicts=128
