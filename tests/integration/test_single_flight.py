@@ -39,9 +39,12 @@ def two_escalators(settings) -> list[tuple[FrontierTier, Metrics]]:
 async def test_two_escalators_call_once_per_text_when_calls_outlast_the_lock(
     make_settings, wire: OpenAIWireServer
 ) -> None:
+    # Redis's 0.5 s default timeout tripped on a loaded machine once: the escalators then
+    # went on without the cache, as they must when Redis is away, and each text was paid
+    # twice. This test is about single flight with Redis up.
     settings = make_settings(
         escalation={"provider": "chat", "base_url": wire.url, "timeout_s": 5.0},
-        redis={"lock_ttl_s": 1.0},
+        redis={"lock_ttl_s": 1.0, "timeout_s": 5.0},
     )
     wire.behaviour.latency_s = 2.5  # each call outlives the lock's TTL 2.5 times
     texts = [f"distinct post number {i}" for i in range(50)]
